@@ -1,0 +1,7 @@
+import { customerBalancesProjection } from './customerBalances.ts';
+import { ledgerAccountsProjection } from './ledgerAccounts.ts';
+import { ledgerEntriesProjection } from './ledgerEntries.ts';
+import type { Projection } from './projection.ts';
+
+/** Every read model the service maintains, in the order they are applied within a batch. */
+export const allProjections: readonly Projection[] = [customerBalancesProjection, ledgerAccountsProjection, ledgerEntriesProjection];

@@ -1,0 +1,119 @@
+import { sql } from 'kysely';
+import { parseCustomerAccountEvent, type CustomerAccountEvent } from '../src/events/customerAccount.ts';
+import type { StoredEvent } from '../src/eventStore/port.ts';
+import type { Projection, ProjectionTransaction } from './projection.ts';
+
+/** The customer-facing ledger kinds, in the vocabulary of the usage export. */
+export type LedgerEntryKind = 'deposit' | 'reservation' | 'debit' | 'release';
+
+interface Running {
+  balanceWei: bigint;
+  reservedWei: bigint;
+  lastPosition: bigint;
+}
+
+interface EntryRow {
+  entryId: string;
+  customerId: string;
+  position: bigint;
+  kind: LedgerEntryKind;
+  jobId: string | null;
+  amountWei: bigint;
+  balanceAfterWei: bigint;
+  reservedAfterWei: bigint;
+  createdAt: Date;
+}
+
+/**
+ * One row per movement of a customer's money, with the balance and reservation after it: the rows
+ * GET /v1/billing/usage serves. A capture is two rows, the debit and the release of the rest.
+ */
+export const ledgerEntriesProjection: Projection = {
+  name: 'ledger_entries',
+  tables: ['ledger_entries'],
+  async apply(transaction, events) {
+    const accountEvents = events.flatMap((stored) => {
+      const event = parseCustomerAccountEvent(stored.type, stored.data);
+      return event === null || event.type === 'CustomerCreated' ? [] : [{ stored, event }];
+    });
+    if (accountEvents.length === 0) return;
+    const running = await loadRunning(transaction, [...new Set(accountEvents.map(({ event }) => event.data.customer_id))]);
+    const rows: EntryRow[] = [];
+    for (const { stored, event } of accountEvents) rows.push(...entriesFor(running, stored, event));
+    if (rows.length > 0) await insertEntries(transaction, rows);
+  },
+};
+
+function entriesFor(running: Map<string, Running>, stored: StoredEvent, event: CustomerAccountEvent): EntryRow[] {
+  const customerId = event.data.customer_id;
+  const state = running.get(customerId) ?? { balanceWei: 0n, reservedWei: 0n, lastPosition: 0n };
+  running.set(customerId, state);
+  if (stored.position <= state.lastPosition) return [];
+  state.lastPosition = stored.position;
+  const rows: EntryRow[] = [];
+  const add = (kind: LedgerEntryKind, amountWei: bigint, balanceDelta: bigint, reservedDelta: bigint, jobId: string | null) => {
+    state.balanceWei += balanceDelta;
+    state.reservedWei += reservedDelta;
+    rows.push({
+      entryId: `le_${stored.position}_${rows.length}`,
+      customerId,
+      position: stored.position,
+      kind,
+      jobId,
+      amountWei,
+      balanceAfterWei: state.balanceWei,
+      reservedAfterWei: state.reservedWei,
+      createdAt: stored.recordedAt,
+    });
+  };
+  switch (event.type) {
+    case 'FundsDeposited':
+      add('deposit', BigInt(event.data.amount_wei), BigInt(event.data.amount_wei), 0n, null);
+      break;
+    case 'FundsReserved':
+      add('reservation', BigInt(event.data.amount_wei), 0n, BigInt(event.data.amount_wei), event.data.job_id);
+      break;
+    case 'ReservationCaptured': {
+      const costWei = BigInt(event.data.cost_wei);
+      const releasedWei = BigInt(event.data.released_wei);
+      add('debit', costWei, -costWei, -costWei, event.data.job_id);
+      if (releasedWei > 0n) add('release', releasedWei, 0n, -releasedWei, event.data.job_id);
+      break;
+    }
+    case 'ReservationReleased':
+      add('release', BigInt(event.data.amount_wei), 0n, -BigInt(event.data.amount_wei), event.data.job_id);
+      break;
+    case 'CustomerCreated':
+      break;
+  }
+  return rows;
+}
+
+async function loadRunning(transaction: ProjectionTransaction, customerIds: string[]): Promise<Map<string, Running>> {
+  const result = await sql<{ customer_id: string; balance_after_wei: string; reserved_after_wei: string; position: bigint }>`
+    SELECT DISTINCT ON (customer_id) customer_id, balance_after_wei, reserved_after_wei, position
+      FROM ledger_entries WHERE customer_id = ANY(${customerIds}::text[])
+     ORDER BY customer_id, position DESC, entry_id DESC`.execute(transaction);
+  return new Map(
+    result.rows.map((row) => [
+      row.customer_id,
+      { balanceWei: BigInt(row.balance_after_wei), reservedWei: BigInt(row.reserved_after_wei), lastPosition: row.position },
+    ]),
+  );
+}
+
+async function insertEntries(transaction: ProjectionTransaction, rows: EntryRow[]): Promise<void> {
+  await sql`
+    INSERT INTO ledger_entries (entry_id, customer_id, position, kind, job_id, receipt_hash, amount_wei,
+                                balance_after_wei, reserved_after_wei, created_at)
+    SELECT e.entry_id, e.customer_id, e.position, e.kind, e.job_id, NULL, e.amount_wei, e.balance_after_wei,
+           e.reserved_after_wei, e.created_at
+      FROM unnest(${rows.map((row) => row.entryId)}::text[], ${rows.map((row) => row.customerId)}::text[],
+                  ${rows.map((row) => String(row.position))}::bigint[], ${rows.map((row) => row.kind)}::text[],
+                  ${rows.map((row) => row.jobId)}::text[], ${rows.map((row) => String(row.amountWei))}::numeric[],
+                  ${rows.map((row) => String(row.balanceAfterWei))}::numeric[],
+                  ${rows.map((row) => String(row.reservedAfterWei))}::numeric[],
+                  ${rows.map((row) => row.createdAt.toISOString())}::timestamptz[])
+        AS e(entry_id, customer_id, position, kind, job_id, amount_wei, balance_after_wei, reserved_after_wei, created_at)
+    ON CONFLICT (entry_id) DO NOTHING`.execute(transaction);
+}

@@ -1,0 +1,38 @@
+/**
+ * Aggregate state by stream version, so handling a command reads only the events appended since
+ * the cached version instead of replaying the whole stream. Bounded: the least recently used
+ * stream is dropped first. A stale entry is harmless; the next load reads what it missed.
+ */
+export class AggregateCache<State> {
+  private readonly entries = new Map<string, { version: bigint; state: State }>();
+
+  constructor(private readonly maxEntries = 10_000) {}
+
+  get(streamName: string): { version: bigint; state: State } | undefined {
+    const entry = this.entries.get(streamName);
+    if (entry !== undefined) {
+      this.entries.delete(streamName);
+      this.entries.set(streamName, entry);
+    }
+    return entry;
+  }
+
+  set(streamName: string, version: bigint, state: State): void {
+    const current = this.entries.get(streamName);
+    if (current !== undefined && current.version > version) return;
+    this.entries.delete(streamName);
+    this.entries.set(streamName, { version, state });
+    if (this.entries.size > this.maxEntries) {
+      const oldest = this.entries.keys().next().value;
+      if (oldest !== undefined) this.entries.delete(oldest);
+    }
+  }
+
+  delete(streamName: string): void {
+    this.entries.delete(streamName);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}

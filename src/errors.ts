@@ -1,0 +1,54 @@
+/**
+ * The closed list of stable error codes. Each code names the broken rule; the HTTP status is part
+ * of the contract (DESIGN §6) and lives here, next to the code, so no route hard-codes a status.
+ */
+export const errorCodes = {
+  invalid_request: 400,
+  invalid_json: 400,
+  invalid_amount: 400,
+  unauthorized: 401,
+  credential_wrong_surface: 403,
+  not_found: 404,
+  insufficient_balance: 402,
+  customer_not_found: 404,
+  customer_already_exists: 409,
+  reservation_already_exists: 409,
+  reservation_not_open: 409,
+  reservation_already_resolved: 409,
+  capture_exceeds_reservation: 400,
+  idempotency_key_reused: 409,
+  version_conflict: 409,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  rate_limited: 429,
+  internal_error: 500,
+  service_unavailable: 503,
+} as const;
+
+export type ErrorCode = keyof typeof errorCodes;
+
+/** A failure the caller can act on: it carries a stable code, and its status follows from the code. */
+export class DomainError extends Error {
+  readonly code: ErrorCode;
+  readonly param: string | null;
+
+  constructor(code: ErrorCode, detail: string, param: string | null = null) {
+    super(detail);
+    this.name = 'DomainError';
+    this.code = code;
+    this.param = param;
+  }
+
+  get status(): number {
+    return errorCodes[this.code];
+  }
+}
+
+export function isErrorCode(value: string): value is ErrorCode {
+  return Object.hasOwn(errorCodes, value);
+}
+
+/** A broken invariant is a bug: it must surface as a 500, never as a client error. */
+export function invariant(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`Invariant violated: ${message}`);
+}
