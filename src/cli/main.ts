@@ -1,0 +1,31 @@
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/config.ts';
+import { rebuildProjections } from './rebuild.ts';
+import { serve } from './serve.ts';
+
+const usage = `Usage: b3iq <command> [options]
+
+Commands:
+  serve [--data-dir DIR] [--port N]     run the ledger service (embedded PostgreSQL unless DATABASE_URL is set)
+  projections rebuild [--data-dir DIR]  empty the read models and replay the whole log into them
+
+Environment: B3IQ_DATA_DIR, PORT, HOST, DATABASE_URL, B3IQ_ADMIN_TOKEN_FILE, B3IQ_NODE_SHARE_BPS,
+B3IQ_BODY_LIMIT_BYTES, LOG_LEVEL (see README).`;
+
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { 'data-dir': { type: 'string' }, port: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help || positionals.length === 0) {
+    process.stdout.write(`${usage}\n`);
+    return values.help ? 0 : 2;
+  }
+  const config = loadConfig(process.env, { dataDir: values['data-dir'], port: values.port });
+  const [command, subcommand] = positionals;
+  if (command === 'serve') return serve(config);
+  if (command === 'projections' && subcommand === 'rebuild') return rebuildProjections(config);
+  process.stderr.write(`Unknown command: ${positionals.join(' ')}\n\n${usage}\n`);
+  return 2;
+}

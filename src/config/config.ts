@@ -1,0 +1,44 @@
+import { resolve } from 'node:path';
+
+/** Everything the service reads from its environment, parsed once, with the defaults in one place. */
+export interface ServiceConfig {
+  dataDir: string;
+  host: string;
+  port: number;
+  databaseUrl: string | null;
+  adminTokenFile: string | null;
+  nodeShareBps: number;
+  bodyLimitBytes: number;
+  logLevel: string;
+}
+
+export interface ConfigOverrides {
+  dataDir?: string;
+  port?: string;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = {}): ServiceConfig {
+  return {
+    dataDir: resolve(overrides.dataDir ?? env['B3IQ_DATA_DIR'] ?? '.b3iq'),
+    host: env['HOST'] ?? '127.0.0.1',
+    port: integer('PORT', overrides.port ?? env['PORT'], 8080, 0, 65_535),
+    databaseUrl: nonEmpty(env['DATABASE_URL']),
+    adminTokenFile: nonEmpty(env['B3IQ_ADMIN_TOKEN_FILE']),
+    nodeShareBps: integer('B3IQ_NODE_SHARE_BPS', env['B3IQ_NODE_SHARE_BPS'], 9000, 0, 10_000),
+    bodyLimitBytes: integer('B3IQ_BODY_LIMIT_BYTES', env['B3IQ_BODY_LIMIT_BYTES'], 1_048_576, 1024, 64 * 1_048_576),
+    logLevel: env['LOG_LEVEL'] ?? 'info',
+  };
+}
+
+function nonEmpty(value: string | undefined): string | null {
+  return value === undefined || value.trim() === '' ? null : value;
+}
+
+function integer(name: string, raw: string | undefined, fallback: number, min: number, max: number): number {
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new Error(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
+  }
+  return value;
+}

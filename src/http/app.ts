@@ -1,0 +1,83 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import swagger from '@fastify/swagger';
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { Kysely } from 'kysely';
+import type { ProjectionTables } from '../../projections/tables.ts';
+import type { CustomerAccountContext } from '../commands/customerAccount.ts';
+import type { EventStore } from '../eventStore/port.ts';
+import type { CustomerCredentialCheck } from './auth.ts';
+import { installErrorHandling } from './plugins/errors.ts';
+import { adminRoutes } from './routes/admin.ts';
+import { billingRoutes } from './routes/billing.ts';
+import { healthRoutes } from './routes/health.ts';
+
+export interface CustomerCredentialStore extends CustomerCredentialCheck {
+  save(customerId: string, token: string): Promise<void>;
+}
+
+/** What the projections expose to the HTTP layer: where they are, and a way to wait for them. */
+export interface ProjectionProgress {
+  readonly position: bigint;
+  waitFor(position: bigint, timeoutMs: number): Promise<boolean>;
+}
+
+export interface AppSettings {
+  nodeShareBps: number;
+  bodyLimitBytes: number;
+  /** How long a command waits for its events to reach the projections before it answers. */
+  readYourWritesTimeoutMs: number;
+}
+
+export interface AppDependencies {
+  store: EventStore;
+  db: Kysely<ProjectionTables>;
+  accounts: CustomerAccountContext;
+  credentials: CustomerCredentialStore;
+  projections: ProjectionProgress;
+  adminTokenHash: Buffer;
+  settings: AppSettings;
+  logger?: FastifyServerOptions['logger'];
+  now?: () => Date;
+}
+
+export const defaultSettings: AppSettings = { nodeShareBps: 9000, bodyLimitBytes: 1_048_576, readYourWritesTimeoutMs: 2_000 };
+
+/** Secrets can arrive in these headers; the logger never writes them, whatever its level. */
+export const redactedPaths = [
+  'req.headers.authorization',
+  'req.headers["x-b3iq-admin-token"]',
+  'req.headers["x-b3iq-customer-token"]',
+];
+
+/** Builds the service; it never listens. Tests inject requests, the CLI calls listen. */
+export async function buildApp(dependencies: AppDependencies): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: dependencies.logger ?? false,
+    bodyLimit: dependencies.settings.bodyLimitBytes,
+    // Ids and paths are compared exactly; a trailing slash is another route.
+    routerOptions: { ignoreTrailingSlash: false, maxParamLength: 200 },
+  }).withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  // Only JSON bodies are accepted; Fastify's default text/plain parser would let other types in.
+  app.removeContentTypeParser('text/plain');
+  installErrorHandling(app);
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'B3IQ Ledger', version: '0.1.0', description: 'Event-sourced billing and receipts ledger' },
+      components: {
+        securitySchemes: {
+          adminToken: { type: 'apiKey', in: 'header', name: 'X-B3IQ-Admin-Token' },
+          customerId: { type: 'apiKey', in: 'header', name: 'X-B3IQ-Customer-ID' },
+          customerToken: { type: 'apiKey', in: 'header', name: 'X-B3IQ-Customer-Token' },
+        },
+      },
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(healthRoutes(dependencies));
+  await app.register(adminRoutes(dependencies));
+  await app.register(billingRoutes(dependencies));
+  return app;
+}

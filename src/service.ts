@@ -1,0 +1,63 @@
+import type { FastifyInstance } from 'fastify';
+import { allProjections } from '../projections/index.ts';
+import { ProjectionRunner } from '../projections/runner.ts';
+import { AggregateCache } from './commands/aggregateCache.ts';
+import { loadAdminToken } from './config/adminToken.ts';
+import type { ServiceConfig } from './config/config.ts';
+import { customerCredentialStore } from './credentials/customerCredentialStore.ts';
+import { openEmbeddedPostgres, type DatabaseServer } from './db/embeddedPostgres.ts';
+import { openLedgerDatabase, type LedgerDatabase } from './db/ledgerDatabase.ts';
+import { buildApp, redactedPaths } from './http/app.ts';
+
+export interface RunningService {
+  app: FastifyInstance;
+  url: string;
+  adminTokenPath: string;
+  stop(): Promise<void>;
+}
+
+/** Opens the database (DATABASE_URL, or the embedded default), then the projections, then HTTP. */
+export async function openDatabase(config: ServiceConfig): Promise<{ server: DatabaseServer | null; ledger: LedgerDatabase }> {
+  const server = config.databaseUrl === null ? await openEmbeddedPostgres(config.dataDir) : null;
+  const connectionString = config.databaseUrl ?? server!.connectionString;
+  try {
+    const ledger = await openLedgerDatabase(connectionString, { poolSize: 20 });
+    return { server, ledger };
+  } catch (error) {
+    if (server?.owned) await server.stop();
+    throw error;
+  }
+}
+
+export async function startService(config: ServiceConfig): Promise<RunningService> {
+  const adminToken = await loadAdminToken(config.dataDir, config.adminTokenFile);
+  const { server, ledger } = await openDatabase(config);
+  const logger = { level: config.logLevel, redact: { paths: redactedPaths, censor: '[redacted]' } };
+  const runner = new ProjectionRunner(ledger.store, ledger.db, allProjections, {
+    onError: (error) => app.log.error({ err: error }, 'projection runner failed; retrying'),
+  });
+  const app = await buildApp({
+    store: ledger.store,
+    db: ledger.db,
+    accounts: { store: ledger.store, cache: new AggregateCache() },
+    credentials: customerCredentialStore(ledger.pool),
+    projections: runner,
+    adminTokenHash: adminToken.hash,
+    settings: { nodeShareBps: config.nodeShareBps, bodyLimitBytes: config.bodyLimitBytes, readYourWritesTimeoutMs: 2_000 },
+    logger,
+  });
+  await runner.catchUp();
+  runner.start();
+  const url = await app.listen({ host: config.host, port: config.port });
+  return {
+    app,
+    url,
+    adminTokenPath: adminToken.path,
+    async stop() {
+      await app.close();
+      await runner.stop();
+      await ledger.close();
+      if (server?.owned) await server.stop();
+    },
+  };
+}
