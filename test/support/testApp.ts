@@ -1,0 +1,61 @@
+import type { FastifyInstance } from 'fastify';
+import { allProjections } from '../../projections/index.ts';
+import { ProjectionRunner } from '../../projections/runner.ts';
+import { AggregateCache } from '../../src/commands/aggregateCache.ts';
+import { customerCredentialStore } from '../../src/credentials/customerCredentialStore.ts';
+import { hashSecret } from '../../src/credentials/secrets.ts';
+import { openLedgerDatabase, type LedgerDatabase } from '../../src/db/ledgerDatabase.ts';
+import { buildApp, defaultSettings, type AppSettings } from '../../src/http/app.ts';
+import type { TestPostgres } from './postgres.ts';
+
+export interface TestLedger {
+  app: FastifyInstance;
+  ledger: LedgerDatabase;
+  runner: ProjectionRunner;
+  adminToken: string;
+  close(): Promise<void>;
+}
+
+export const testAdminToken = 'b3iq_admin_test-token-for-specs-only';
+
+/** A real ledger on a fresh database of `server`: store, live projections and the app. */
+export async function startTestLedger(
+  server: TestPostgres,
+  options: { settings?: Partial<AppSettings>; logger?: Parameters<typeof buildApp>[0]['logger'] } = {},
+): Promise<TestLedger> {
+  const ledger = await openLedgerDatabase(await server.createDatabase());
+  const runner = new ProjectionRunner(ledger.store, ledger.db, allProjections);
+  const app = await buildApp({
+    store: ledger.store,
+    db: ledger.db,
+    accounts: { store: ledger.store, cache: new AggregateCache() },
+    credentials: customerCredentialStore(ledger.pool),
+    projections: runner,
+    adminTokenHash: hashSecret(testAdminToken),
+    settings: { ...defaultSettings, ...options.settings },
+    logger: options.logger,
+  });
+  runner.start();
+  return {
+    app,
+    ledger,
+    runner,
+    adminToken: testAdminToken,
+    async close() {
+      await app.close();
+      await runner.stop();
+      await ledger.close();
+    },
+  };
+}
+
+export async function createCustomer(ledger: TestLedger): Promise<{ customerId: string; customerToken: string }> {
+  const response = await ledger.app.inject({
+    method: 'POST',
+    url: '/v1/admin/customers',
+    headers: { 'x-b3iq-admin-token': ledger.adminToken },
+  });
+  if (response.statusCode !== 201) throw new Error(`create customer failed: ${response.statusCode} ${response.body}`);
+  const body = response.json<{ customer_id: string; customer_token: string }>();
+  return { customerId: body.customer_id, customerToken: body.customer_token };
+}
