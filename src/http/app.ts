@@ -1,6 +1,12 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
-import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import {
+  jsonSchemaTransform,
+  jsonSchemaTransformObject,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
 import type { Kysely } from 'kysely';
 import type { ProjectionTables } from '../../projections/tables.ts';
 import type { CustomerAccountContext } from '../commands/customerAccount.ts';
@@ -75,6 +81,7 @@ export async function buildApp(dependencies: AppDependencies): Promise<FastifyIn
       },
     },
     transform: jsonSchemaTransform,
+    transformObject: jsonSchemaTransformObject,
   });
   await app.register(healthRoutes(dependencies));
   await app.register(adminRoutes(dependencies));

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { errorCodes, type ErrorCode } from '../errors.ts';
 import { weiStringPattern } from '../money.ts';
 
 /** Wire schemas for the ledger's native surface. Unknown fields are refused everywhere. */
@@ -55,6 +56,17 @@ export const healthResponse = z.object({
   projection_position: z.string(),
 });
 
-export const nativeErrorResponse = z.object({
-  error: z.object({ status: z.number().int(), title: z.string(), detail: z.string(), code: z.string(), param: z.string().optional() }),
-});
+/** The closed list of codes, published in the OpenAPI document so clients can branch on it. */
+export const errorCodeSchema = z.enum(Object.keys(errorCodes) as [ErrorCode, ...ErrorCode[]]);
+
+export const nativeErrorResponse = z
+  .object({
+    error: z.object({
+      status: z.number().int(),
+      title: z.string(),
+      detail: z.string(),
+      code: errorCodeSchema,
+      param: z.string().optional(),
+    }),
+  })
+  .meta({ id: 'NativeError', description: 'B3IQ-native problem response' });
