@@ -7,7 +7,7 @@ import type { Migration } from '../src/db/migrate.ts';
  */
 type Wei = ColumnType<string, string, string>;
 
-export interface ProjectionTables {
+export interface ProjectionTables extends GatewayKeyTables, NodeTables {
   projection_checkpoints: { name: string; position: bigint };
   customer_balances: {
     customer_id: string;
@@ -30,6 +30,43 @@ export interface ProjectionTables {
     balance_after_wei: Wei;
     reserved_after_wei: Wei;
     created_at: Date;
+  };
+}
+
+export interface GatewayKeyTables {
+  gateway_keys: {
+    key_id: string;
+    customer_id: string;
+    scopes: string[];
+    allowed_models: string[] | null;
+    spend_cap_wei: Wei | null;
+    spend_cap_window_seconds: number | null;
+    status: 'active' | 'revoked';
+    created_at: Date;
+    revoked_at: Date | null;
+    last_position: bigint;
+  };
+}
+
+export interface NodeTables {
+  nodes: { node_id: string; public_key_ed25519: string; key_id: string; queue_health: string; enrolled_at: Date; last_position: bigint };
+  node_model_profiles: {
+    node_id: string;
+    model_id: string;
+    status: string;
+    runtime_kind: string;
+    route_tier: string;
+    network_eligible: boolean;
+    paid_route_eligible: boolean;
+    benchmark_verified: boolean;
+  };
+  observed_benchmarks: { node_id: string; model_id: string; observed_at: Date; tokens_per_second: number; ttft_ms: number; last_position: bigint };
+  model_prices: {
+    model_id: string;
+    prompt_price_per_million_wei: Wei;
+    completion_price_per_million_wei: Wei;
+    policy_version: string;
+    last_position: bigint;
   };
 }
 
@@ -70,5 +107,49 @@ export const projectionMigrations: Migration[] = [
   },
 ];
 
+projectionMigrations.push({
+  id: '0101_gateway_keys',
+  sql: `
+    CREATE TABLE gateway_keys (
+      key_id                   text PRIMARY KEY,
+      customer_id              text NOT NULL,
+      scopes                   text[] NOT NULL,
+      allowed_models           text[],
+      spend_cap_wei            numeric(78,0),
+      spend_cap_window_seconds integer,
+      status                   text NOT NULL,
+      created_at               timestamptz NOT NULL,
+      revoked_at               timestamptz,
+      last_position            bigint NOT NULL
+    );
+    CREATE INDEX gateway_keys_customer ON gateway_keys (customer_id);
+  `,
+});
+
+projectionMigrations.push({
+  id: '0102_nodes',
+  sql: `
+    CREATE TABLE nodes (
+      node_id text PRIMARY KEY, public_key_ed25519 text NOT NULL, key_id text NOT NULL,
+      queue_health text NOT NULL, enrolled_at timestamptz NOT NULL, last_position bigint NOT NULL
+    );
+    CREATE TABLE node_model_profiles (
+      node_id text NOT NULL, model_id text NOT NULL, status text NOT NULL, runtime_kind text NOT NULL,
+      route_tier text NOT NULL, network_eligible boolean NOT NULL, paid_route_eligible boolean NOT NULL,
+      benchmark_verified boolean NOT NULL, PRIMARY KEY (node_id, model_id)
+    );
+    CREATE TABLE observed_benchmarks (
+      node_id text NOT NULL, model_id text NOT NULL, observed_at timestamptz NOT NULL,
+      tokens_per_second integer NOT NULL, ttft_ms integer NOT NULL, last_position bigint NOT NULL,
+      PRIMARY KEY (node_id, model_id)
+    );
+    CREATE TABLE model_prices (
+      model_id text PRIMARY KEY, prompt_price_per_million_wei numeric(78,0) NOT NULL,
+      completion_price_per_million_wei numeric(78,0) NOT NULL, policy_version text NOT NULL, last_position bigint NOT NULL
+    );
+  `,
+});
+
 /** Tables a rebuild empties; credentials and other non-projected tables are never listed here. */
-export const projectedTables = ['customer_balances', 'ledger_accounts', 'ledger_entries'] as const;
+export const projectedTables = ['customer_balances', 'ledger_accounts', 'ledger_entries', 'gateway_keys', 'nodes',
+  'node_model_profiles', 'observed_benchmarks', 'model_prices'] as const;

@@ -1,10 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { allProjections } from '../projections/index.ts';
 import { ProjectionRunner } from '../projections/runner.ts';
-import { AggregateCache } from './commands/aggregateCache.ts';
 import { loadAdminToken } from './config/adminToken.ts';
 import type { ServiceConfig } from './config/config.ts';
-import { customerCredentialStore } from './credentials/customerCredentialStore.ts';
+import { createAppDependencies } from './composition.ts';
 import { openEmbeddedPostgres, type DatabaseServer } from './db/embeddedPostgres.ts';
 import { openLedgerDatabase, type LedgerDatabase } from './db/ledgerDatabase.ts';
 import { buildApp, redactedPaths } from './http/app.ts';
@@ -36,16 +35,8 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const runner = new ProjectionRunner(ledger.store, ledger.db, allProjections, {
     onError: (error) => app.log.error({ err: error }, 'projection runner failed; retrying'),
   });
-  const app = await buildApp({
-    store: ledger.store,
-    db: ledger.db,
-    accounts: { store: ledger.store, cache: new AggregateCache() },
-    credentials: customerCredentialStore(ledger.pool),
-    projections: runner,
-    adminTokenHash: adminToken.hash,
-    settings: { nodeShareBps: config.nodeShareBps, bodyLimitBytes: config.bodyLimitBytes, readYourWritesTimeoutMs: 2_000 },
-    logger,
-  });
+  const settings = { nodeShareBps: config.nodeShareBps, bodyLimitBytes: config.bodyLimitBytes, readYourWritesTimeoutMs: 2_000 };
+  const app = await buildApp({ ...createAppDependencies(ledger, runner, adminToken.hash, settings), logger });
   await runner.catchUp();
   runner.start();
   const url = await app.listen({ host: config.host, port: config.port });

@@ -57,9 +57,20 @@ export async function handleCommand<Command, Event extends { type: string; data:
     if (earlier !== null) return earlier;
     // 2. Load the state as of the stream's last version.
     const { version, state } = await loadState(context, spec, streamName);
-    // 3. Decide; domain errors propagate to the caller unchanged.
-    const decided = spec.decider.decide(command, state);
-    invariant(decided.length > 0 && decided.length <= maxEventsPerCommand, 'a command yields 1..16 events');
+    // 3. Decide; domain errors propagate to the caller unchanged, unless the operation itself was
+    //    carried out between steps 1 and 2 (a retry racing its original): that is a replay.
+    let decided: Event[];
+    try {
+      decided = spec.decider.decide(command, state);
+    } catch (error) {
+      if (!(error instanceof DomainError)) throw error;
+      const raced = await findOperation(context, spec, command, streamName, operationKey, intentHash);
+      if (raced !== null) return raced;
+      throw error;
+    }
+    invariant(decided.length <= maxEventsPerCommand, 'a command yields at most 16 events');
+    // Deciding nothing is an outcome (the command was already satisfied), not an error.
+    if (decided.length === 0) return { events: [], state, replayed: true, lastPosition: 0n };
     // 4. Enrich with deterministic ids and the operation's metadata, then append.
     const events = decided.map((event, index) => ({
       eventId: operationEventId(streamName, operationKey, index),
@@ -97,6 +108,15 @@ async function findOperation<Command, Event extends { type: string; data: JsonOb
   if (first.streamName !== streamName || first.metadata['intent_hash'] !== intentHash) throw spec.reusedKeyError(command);
   const { state } = await loadState(context, spec, streamName);
   return { events: stored, state, replayed: true, lastPosition: stored[stored.length - 1]!.position };
+}
+
+/** The current state of one aggregate, through the same cache commands use. */
+export async function loadAggregateState<Command, Event extends { type: string; data: JsonObject }, State>(
+  context: CommandContext<State>,
+  spec: CommandSpec<Command, Event, State>,
+  streamName: string,
+): Promise<State> {
+  return (await loadState(context, spec, streamName)).state;
 }
 
 async function loadState<Command, Event extends { type: string; data: JsonObject }, State>(

@@ -4,10 +4,18 @@ import { projectionMigrations, type ProjectionTables } from '../../projections/t
 import { PostgresEventStore, type PostgresEventStoreOptions } from '../eventStore/postgres/postgresEventStore.ts';
 import { eventStoreMigrations } from '../eventStore/postgres/schema.ts';
 import { credentialMigrations } from '../credentials/customerTokens.ts';
+import { gatewayKeyCredentialMigrations } from '../credentials/gatewayKeys.ts';
+import { nodeRouteMigrations } from '../router/nodeRoutes.ts';
 import { migrate } from './migrate.ts';
 import { createPool } from './pool.ts';
 
-export const allMigrations = [...eventStoreMigrations, ...projectionMigrations, ...credentialMigrations];
+export const allMigrations = [
+  ...eventStoreMigrations,
+  ...projectionMigrations,
+  ...credentialMigrations,
+  ...gatewayKeyCredentialMigrations,
+  ...nodeRouteMigrations,
+];
 
 export interface LedgerDatabase {
   pool: pg.Pool;

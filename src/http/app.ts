@@ -10,12 +10,18 @@ import {
 import type { Kysely } from 'kysely';
 import type { ProjectionTables } from '../../projections/tables.ts';
 import type { CustomerAccountContext } from '../commands/customerAccount.ts';
+import type { GatewayKeyContext } from '../commands/gatewayKey.ts';
+import type { ModelPriceContext, NodeContext } from '../commands/node.ts';
+import type { GatewayKeyCredentialStore } from '../credentials/gatewayKeys.ts';
+import type { NodeRouteStore } from '../router/nodeRoutes.ts';
+import type { EnrollmentChallenges } from './enrollmentChallenges.ts';
 import type { EventStore } from '../eventStore/port.ts';
-import type { CustomerCredentialCheck } from './auth.ts';
+import { requireAdmin, type CustomerCredentialCheck } from './auth.ts';
 import { installErrorHandling } from './plugins/errors.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { billingRoutes } from './routes/billing.ts';
 import { healthRoutes } from './routes/health.ts';
+import { nodeRoutes } from './routes/nodes.ts';
 
 export interface CustomerCredentialStore extends CustomerCredentialCheck {
   save(customerId: string, token: string): Promise<void>;
@@ -38,7 +44,13 @@ export interface AppDependencies {
   store: EventStore;
   db: Kysely<ProjectionTables>;
   accounts: CustomerAccountContext;
+  gatewayKeys: GatewayKeyContext;
+  nodes: NodeContext;
+  modelPrices: ModelPriceContext;
   credentials: CustomerCredentialStore;
+  gatewayKeyCredentials: GatewayKeyCredentialStore;
+  nodeRoutes: NodeRouteStore;
+  challenges: EnrollmentChallenges;
   projections: ProjectionProgress;
   adminTokenHash: Buffer;
   settings: AppSettings;
@@ -68,6 +80,10 @@ export async function buildApp(dependencies: AppDependencies): Promise<FastifyIn
   // Only JSON bodies are accepted; Fastify's default text/plain parser would let other types in.
   app.removeContentTypeParser('text/plain');
   installErrorHandling(app);
+  // One hook for the whole admin surface, whichever plugin registers the route.
+  app.addHook('onRequest', async (request) => {
+    if (request.url.startsWith('/v1/admin/')) requireAdmin(request, dependencies.adminTokenHash);
+  });
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
@@ -86,5 +102,6 @@ export async function buildApp(dependencies: AppDependencies): Promise<FastifyIn
   await app.register(healthRoutes(dependencies));
   await app.register(adminRoutes(dependencies));
   await app.register(billingRoutes(dependencies));
+  await app.register(nodeRoutes(dependencies));
   return app;
 }

@@ -19,7 +19,7 @@ interface Serving {
 }
 
 function startServe(dataDir: string): Promise<Serving> {
-  const env = { ...process.env, B3IQ_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'error' };
+  const env: NodeJS.ProcessEnv = { ...process.env, B3IQ_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'error' };
   delete env['DATABASE_URL'];
   const child = spawn(process.execPath, [bin, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';

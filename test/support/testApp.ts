@@ -1,8 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { allProjections } from '../../projections/index.ts';
 import { ProjectionRunner } from '../../projections/runner.ts';
-import { AggregateCache } from '../../src/commands/aggregateCache.ts';
-import { customerCredentialStore } from '../../src/credentials/customerCredentialStore.ts';
+import { createAppDependencies } from '../../src/composition.ts';
 import { hashSecret } from '../../src/credentials/secrets.ts';
 import { openLedgerDatabase, type LedgerDatabase } from '../../src/db/ledgerDatabase.ts';
 import { buildApp, defaultSettings, type AppSettings } from '../../src/http/app.ts';
@@ -25,16 +24,8 @@ export async function startTestLedger(
 ): Promise<TestLedger> {
   const ledger = await openLedgerDatabase(await server.createDatabase());
   const runner = new ProjectionRunner(ledger.store, ledger.db, allProjections);
-  const app = await buildApp({
-    store: ledger.store,
-    db: ledger.db,
-    accounts: { store: ledger.store, cache: new AggregateCache() },
-    credentials: customerCredentialStore(ledger.pool),
-    projections: runner,
-    adminTokenHash: hashSecret(testAdminToken),
-    settings: { ...defaultSettings, ...options.settings },
-    logger: options.logger,
-  });
+  const dependencies = createAppDependencies(ledger, runner, hashSecret(testAdminToken), { ...defaultSettings, ...options.settings });
+  const app = await buildApp({ ...dependencies, logger: options.logger });
   runner.start();
   return {
     app,

@@ -5,7 +5,6 @@ import type { CustomerAccountState } from '../../deciders/customerAccount/decide
 import { invariant } from '../../errors.ts';
 import { formatWei } from '../../money.ts';
 import type { AppDependencies } from '../app.ts';
-import { requireAdmin } from '../auth.ts';
 import {
   createCustomerBody,
   createCustomerResponse,
@@ -21,10 +20,6 @@ const errors = { 400: nativeErrorResponse, 401: nativeErrorResponse, 403: native
 export function adminRoutes(dependencies: AppDependencies): FastifyPluginAsyncZod {
   const now = dependencies.now ?? (() => new Date());
   return async (app) => {
-    app.addHook('onRequest', async (request) => {
-      if (request.url.startsWith('/v1/admin/')) requireAdmin(request, dependencies.adminTokenHash);
-    });
-
     app.post(
       '/v1/admin/customers',
       {
