@@ -26,7 +26,6 @@ export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const translated = translate(error);
     if (translated.code === 'internal_error') request.log.error({ err: error }, 'unhandled error');
-    if (translated.code === 'internal_error' && process.env['B3IQ_DEBUG_ERRORS'] === '1') console.error(error);
     const { status, body } = errorResponse(surfaceOf(request.url), translated.code, translated.detail, translated.param);
     void reply.code(status).type('application/json; charset=utf-8').send(body);
   });
