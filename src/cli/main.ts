@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/config.ts';
+import { runDevRuntimeCli } from '../devRuntime/server.ts';
 import { rebuildProjections } from './rebuild.ts';
 import { serve } from './serve.ts';
 
@@ -8,11 +9,15 @@ const usage = `Usage: b3iq <command> [options]
 Commands:
   serve [--data-dir DIR] [--port N]     run the ledger service (embedded PostgreSQL unless DATABASE_URL is set)
   projections rebuild [--data-dir DIR]  empty the read models and replay the whole log into them
+  dev-runtime [--port N] [--tokens N] [--first-token-delay-ms N] [--token-delay-ms N] [--model NAME] [--fault F]
+                                        a scripted OpenAI-compatible runtime for tests and demos
 
 Environment: B3IQ_DATA_DIR, PORT, HOST, DATABASE_URL, B3IQ_ADMIN_TOKEN_FILE, B3IQ_NODE_SHARE_BPS,
 B3IQ_BODY_LIMIT_BYTES, LOG_LEVEL (see README).`;
 
 export async function main(argv: string[]): Promise<number> {
+  // Subcommands with flags of their own parse their arguments themselves.
+  if (argv[0] === 'dev-runtime') return runDevRuntimeCli(argv.slice(1));
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
