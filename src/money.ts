@@ -5,6 +5,8 @@ import { DomainError } from './errors.ts';
  * uint256, which is the largest amount a settlement contract could ever carry.
  */
 export const maxWeiDigits = 78;
+/** The largest amount of 78 digits: the bound on every amount and every balance. */
+export const maxWei = 10n ** BigInt(maxWeiDigits) - 1n;
 const decimalPattern = /^(0|[1-9][0-9]*)$/;
 
 export function parseWei(value: unknown, param: string): bigint {

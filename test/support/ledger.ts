@@ -4,7 +4,16 @@ import type { CustomerAccountContext } from '../../src/commands/customerAccount.
 import type { CustomerAccountState } from '../../src/deciders/customerAccount/decider.ts';
 import { openLedgerDatabase, type LedgerDatabase } from '../../src/db/ledgerDatabase.ts';
 import { DomainError, type ErrorCode } from '../../src/errors.ts';
-import type { EventStore, StoredEvent } from '../../src/eventStore/port.ts';
+import {
+  VersionConflict,
+  type AppendResult,
+  type EventStore,
+  type ExpectedVersion,
+  type NewEvent,
+  type ReadAllOptions,
+  type StoredEvent,
+  type Subscription,
+} from '../../src/eventStore/port.ts';
 import { startEmbeddedPostgres, type TestPostgres } from './postgres.ts';
 
 /** One embedded server per test file, stopped when the file's tests end. */
@@ -43,5 +52,51 @@ export async function domainErrorCode(promise: Promise<unknown>): Promise<ErrorC
   } catch (error) {
     if (error instanceof DomainError) return error.code;
     throw error;
+  }
+}
+
+/**
+ * Wraps a store to see what the command handler asks of it: every readStream call with how many
+ * events it returned, and how many appends lost an optimistic-concurrency race.
+ */
+export class SpyingStore implements EventStore {
+  readonly reads: Array<{ streamName: string; fromVersion: bigint; eventsRead: number }> = [];
+  versionConflicts = 0;
+
+  constructor(private readonly inner: EventStore) {}
+
+  async readStream(streamName: string, options: { fromVersion?: bigint } = {}): Promise<StoredEvent[]> {
+    const events = await this.inner.readStream(streamName, options);
+    this.reads.push({ streamName, fromVersion: options.fromVersion ?? 0n, eventsRead: events.length });
+    return events;
+  }
+
+  async append(streamName: string, events: NewEvent[], options: { expectedVersion: ExpectedVersion }): Promise<AppendResult> {
+    try {
+      return await this.inner.append(streamName, events, options);
+    } catch (error) {
+      if (error instanceof VersionConflict) this.versionConflicts += 1;
+      throw error;
+    }
+  }
+
+  readAll(options: ReadAllOptions): Promise<StoredEvent[]> {
+    return this.inner.readAll(options);
+  }
+
+  subscribe(fromPosition: bigint, options?: { batchSize?: number }): Subscription {
+    return this.inner.subscribe(fromPosition, options);
+  }
+
+  readEventsById(eventIds: string[]): Promise<StoredEvent[]> {
+    return this.inner.readEventsById(eventIds);
+  }
+
+  headPosition(): Promise<bigint> {
+    return this.inner.headPosition();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
   }
 }

@@ -1,6 +1,6 @@
 import { DomainError, invariant } from '../../errors.ts';
 import { accounts, type CustomerAccountEvent, type Transfer } from '../../events/customerAccount.ts';
-import { formatWei, splitCost } from '../../money.ts';
+import { formatWei, maxWei, splitCost } from '../../money.ts';
 import { assertNever, type Decider } from '../decider.ts';
 
 /**
@@ -59,6 +59,11 @@ function createCustomer(
 
 function deposit(command: Extract<CustomerAccountCommand, { type: 'Deposit' }>, state: OpenState): CustomerAccountEvent[] {
   requirePositive(command.amountWei, 'amount_wei');
+  // Bounding the balance bounds every later amount too (reserve ≤ available, capture ≤ reserved),
+  // so no event of this account can hold an amount its schema and the balance tables refuse.
+  if (state.availableWei + state.reservedWei + command.amountWei > maxWei) {
+    throw new DomainError('invalid_amount', `A balance cannot exceed ${formatWei(maxWei)} wei`, 'amount_wei');
+  }
   const transfers = [transfer(accounts.externalDeposits, accounts.customerAvailable(state.customerId), command.amountWei)];
   return [
     {
