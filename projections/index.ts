@@ -1,5 +1,6 @@
 import { customerBalancesProjection } from './customerBalances.ts';
 import { gatewayKeysProjection } from './gatewayKeys.ts';
+import { jobsProjection } from './jobs.ts';
 import { nodesProjection } from './nodes.ts';
 import { ledgerAccountsProjection } from './ledgerAccounts.ts';
 import { ledgerEntriesProjection } from './ledgerEntries.ts';
@@ -12,4 +13,5 @@ export const allProjections: readonly Projection[] = [
   ledgerEntriesProjection,
   gatewayKeysProjection,
   nodesProjection,
+  jobsProjection,
 ];

@@ -7,7 +7,7 @@ import type { Migration } from '../src/db/migrate.ts';
  */
 type Wei = ColumnType<string, string, string>;
 
-export interface ProjectionTables extends GatewayKeyTables, NodeTables {
+export interface ProjectionTables extends GatewayKeyTables, NodeTables, JobTables {
   projection_checkpoints: { name: string; position: bigint };
   customer_balances: {
     customer_id: string;
@@ -67,6 +67,43 @@ export interface NodeTables {
     completion_price_per_million_wei: Wei;
     policy_version: string;
     last_position: bigint;
+  };
+}
+
+export interface JobTables {
+  jobs: {
+    job_id: string;
+    customer_id: string;
+    key_id: string;
+    model_id: string;
+    node_id: string | null;
+    stream: boolean;
+    status: string;
+    billing_status: string;
+    quoted_price_wei: Wei;
+    reserved_price_wei: Wei;
+    debited_price_wei: Wei | null;
+    payout_price_wei: Wei | null;
+    policy_version: string;
+    receipt_hash: string | null;
+    failure_reason: string | null;
+    created_at: Date;
+    completed_at: Date | null;
+    last_position: bigint;
+  };
+  receipts: {
+    receipt_hash: string;
+    job_id: string;
+    node_id: string;
+    model_id: string;
+    node_key_id: string;
+    node_public_key: string;
+    signature_ed25519: string;
+    receipt_canonical: string;
+    status: string;
+    received_at: Date;
+    batch_id: string | null;
+    position: bigint;
   };
 }
 
@@ -150,6 +187,28 @@ projectionMigrations.push({
   `,
 });
 
+projectionMigrations.push({
+  id: '0103_jobs_and_receipts',
+  sql: `
+    CREATE TABLE jobs (
+      job_id text PRIMARY KEY, customer_id text NOT NULL, key_id text NOT NULL, model_id text NOT NULL, node_id text,
+      stream boolean NOT NULL, status text NOT NULL, billing_status text NOT NULL,
+      quoted_price_wei numeric(78,0) NOT NULL, reserved_price_wei numeric(78,0) NOT NULL,
+      debited_price_wei numeric(78,0), payout_price_wei numeric(78,0), policy_version text NOT NULL,
+      receipt_hash text, failure_reason text, created_at timestamptz NOT NULL, completed_at timestamptz,
+      last_position bigint NOT NULL
+    );
+    CREATE INDEX jobs_customer ON jobs (customer_id, created_at DESC);
+    CREATE TABLE receipts (
+      receipt_hash text PRIMARY KEY, job_id text NOT NULL, node_id text NOT NULL, model_id text NOT NULL,
+      node_key_id text NOT NULL, node_public_key text NOT NULL, signature_ed25519 text NOT NULL,
+      receipt_canonical text NOT NULL, status text NOT NULL, received_at timestamptz NOT NULL,
+      batch_id text, position bigint NOT NULL
+    );
+    CREATE INDEX receipts_position ON receipts (position);
+  `,
+});
+
 /** Tables a rebuild empties; credentials and other non-projected tables are never listed here. */
 export const projectedTables = ['customer_balances', 'ledger_accounts', 'ledger_entries', 'gateway_keys', 'nodes',
-  'node_model_profiles', 'observed_benchmarks', 'model_prices'] as const;
+  'node_model_profiles', 'observed_benchmarks', 'model_prices', 'jobs', 'receipts'] as const;

@@ -1,9 +1,12 @@
 import { AggregateCache } from './commands/aggregateCache.ts';
+import { StreamLocks } from './commands/streamLocks.ts';
 import { customerCredentialStore } from './credentials/customerCredentialStore.ts';
 import { gatewayKeyCredentialStore } from './credentials/gatewayKeys.ts';
 import type { LedgerDatabase } from './db/ledgerDatabase.ts';
 import type { AppDependencies, AppSettings, ProjectionProgress } from './http/app.ts';
 import { EnrollmentChallenges } from './http/enrollmentChallenges.ts';
+import { GatewayKeyResolver } from './http/gatewayAuth.ts';
+import { NodeDirectory } from './router/directory.ts';
 import { nodeRouteStore } from './router/nodeRoutes.ts';
 
 /** Wires the concrete adapters the app needs; only process entry points (and tests) call this. */
@@ -14,19 +17,24 @@ export function createAppDependencies(
   settings: AppSettings,
 ): AppDependencies {
   const { store } = ledger;
+  const gatewayKeyCredentials = gatewayKeyCredentialStore(ledger.pool);
+  const nodeRoutes = nodeRouteStore(ledger.pool);
   return {
     store,
     db: ledger.db,
     projections,
     adminTokenHash,
     settings,
-    accounts: { store, cache: new AggregateCache() },
-    gatewayKeys: { store, cache: new AggregateCache() },
-    nodes: { store, cache: new AggregateCache() },
-    modelPrices: { store, cache: new AggregateCache() },
+    accounts: { store, cache: new AggregateCache(), locks: new StreamLocks() },
+    gatewayKeys: { store, cache: new AggregateCache(), locks: new StreamLocks() },
+    nodes: { store, cache: new AggregateCache(), locks: new StreamLocks() },
+    modelPrices: { store, cache: new AggregateCache(), locks: new StreamLocks() },
+    jobs: { store, cache: new AggregateCache(1_000), locks: new StreamLocks() },
     credentials: customerCredentialStore(ledger.pool),
-    gatewayKeyCredentials: gatewayKeyCredentialStore(ledger.pool),
-    nodeRoutes: nodeRouteStore(ledger.pool),
+    gatewayKeyCredentials,
+    nodeRoutes,
     challenges: new EnrollmentChallenges(),
+    gatewayKeyResolver: new GatewayKeyResolver(gatewayKeyCredentials, ledger.db),
+    nodeDirectory: new NodeDirectory(ledger.db, nodeRoutes),
   };
 }

@@ -6,7 +6,7 @@ import type { ServiceConfig } from './config/config.ts';
 import { createAppDependencies } from './composition.ts';
 import { openEmbeddedPostgres, type DatabaseServer } from './db/embeddedPostgres.ts';
 import { openLedgerDatabase, type LedgerDatabase } from './db/ledgerDatabase.ts';
-import { buildApp, redactedPaths } from './http/app.ts';
+import { buildApp, defaultSettings, redactedPaths } from './http/app.ts';
 
 export interface RunningService {
   app: FastifyInstance;
@@ -35,7 +35,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const runner = new ProjectionRunner(ledger.store, ledger.db, allProjections, {
     onError: (error) => app.log.error({ err: error }, 'projection runner failed; retrying'),
   });
-  const settings = { nodeShareBps: config.nodeShareBps, bodyLimitBytes: config.bodyLimitBytes, readYourWritesTimeoutMs: 2_000 };
+  const settings = { ...defaultSettings, nodeShareBps: config.nodeShareBps, bodyLimitBytes: config.bodyLimitBytes };
   const app = await buildApp({ ...createAppDependencies(ledger, runner, adminToken.hash, settings), logger });
   await runner.catchUp();
   runner.start();

@@ -3,7 +3,7 @@ import { DomainError } from '../errors.ts';
 import { customerStreamName, parseCustomerAccountEvent, type CustomerAccountEvent } from '../events/customerAccount.ts';
 import type { JsonObject } from '../eventStore/port.ts';
 import { formatWei } from '../money.ts';
-import { handleCommand, type CommandContext, type CommandOutcome, type CommandSpec } from './handleCommand.ts';
+import { handleCommand, loadAggregateState, type CommandContext, type CommandOutcome, type CommandSpec } from './handleCommand.ts';
 
 export type CustomerAccountContext = CommandContext<CustomerAccountState>;
 
@@ -63,4 +63,8 @@ export function executeAccountCommand(
   command: CustomerAccountCommand,
 ): Promise<CommandOutcome<CustomerAccountState>> {
   return handleCommand(context, customerAccountSpec, command);
+}
+
+export function readAccountState(context: CustomerAccountContext, customerId: string): Promise<CustomerAccountState> {
+  return loadAggregateState(context, customerAccountSpec, customerStreamName(customerId));
 }

@@ -4,6 +4,7 @@ import type { Decider } from '../deciders/decider.ts';
 import { DomainError, invariant } from '../errors.ts';
 import { EventIdReused, VersionConflict, type EventStore, type JsonObject, type StoredEvent } from '../eventStore/port.ts';
 import { AggregateCache } from './aggregateCache.ts';
+import type { StreamLocks } from './streamLocks.ts';
 
 /** What the one command handler needs to know about a kind of command. */
 export interface CommandSpec<Command, Event extends { type: string; data: JsonObject }, State> {
@@ -29,6 +30,8 @@ export interface CommandOutcome<State> {
 export interface CommandContext<State> {
   store: EventStore;
   cache: AggregateCache<State>;
+  /** When present, commands on one stream queue in this process instead of racing each other. */
+  locks?: StreamLocks;
 }
 
 const maxAttempts = 8;
@@ -43,12 +46,22 @@ export function operationEventId(streamName: string, operationKey: string, index
  * looks for the operation's first event id: an operation already in the log is answered from the
  * log, which makes every command safe to retry.
  */
-export async function handleCommand<Command, Event extends { type: string; data: JsonObject }, State>(
+export function handleCommand<Command, Event extends { type: string; data: JsonObject }, State>(
   context: CommandContext<State>,
   spec: CommandSpec<Command, Event, State>,
   command: Command,
 ): Promise<CommandOutcome<State>> {
   const streamName = spec.streamName(command);
+  if (context.locks === undefined) return decideAndAppend(context, spec, command, streamName);
+  return context.locks.run(streamName, () => decideAndAppend(context, spec, command, streamName));
+}
+
+async function decideAndAppend<Command, Event extends { type: string; data: JsonObject }, State>(
+  context: CommandContext<State>,
+  spec: CommandSpec<Command, Event, State>,
+  command: Command,
+  streamName: string,
+): Promise<CommandOutcome<State>> {
   const operationKey = spec.operationKey(command);
   const intentHash = createHash('sha256').update(canonicalJson(spec.intent(command))).digest('hex');
   for (let attempt = 1; attempt <= maxAttempts; attempt += 1) {

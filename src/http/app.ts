@@ -12,9 +12,16 @@ import type { ProjectionTables } from '../../projections/tables.ts';
 import type { CustomerAccountContext } from '../commands/customerAccount.ts';
 import type { GatewayKeyContext } from '../commands/gatewayKey.ts';
 import type { ModelPriceContext, NodeContext } from '../commands/node.ts';
+import type { JobContext } from '../commands/job.ts';
 import type { GatewayKeyCredentialStore } from '../credentials/gatewayKeys.ts';
 import type { NodeRouteStore } from '../router/nodeRoutes.ts';
 import type { EnrollmentChallenges } from './enrollmentChallenges.ts';
+import type { GatewayKeyResolver } from './gatewayAuth.ts';
+import type { NodeDirectory } from '../router/directory.ts';
+import { gatewayKeyRoutes } from './routes/gatewayKeys.ts';
+import { gatewayRoutes } from './routes/gateway.ts';
+import { receiptRoutes } from './routes/receipts.ts';
+import type { GatewaySettings } from '../gateway/chatCompletion.ts';
 import type { EventStore } from '../eventStore/port.ts';
 import { requireAdmin, type CustomerCredentialCheck } from './auth.ts';
 import { installErrorHandling } from './plugins/errors.ts';
@@ -33,7 +40,7 @@ export interface ProjectionProgress {
   waitFor(position: bigint, timeoutMs: number): Promise<boolean>;
 }
 
-export interface AppSettings {
+export interface AppSettings extends GatewaySettings {
   nodeShareBps: number;
   bodyLimitBytes: number;
   /** How long a command waits for its events to reach the projections before it answers. */
@@ -47,10 +54,13 @@ export interface AppDependencies {
   gatewayKeys: GatewayKeyContext;
   nodes: NodeContext;
   modelPrices: ModelPriceContext;
+  jobs: JobContext;
   credentials: CustomerCredentialStore;
   gatewayKeyCredentials: GatewayKeyCredentialStore;
   nodeRoutes: NodeRouteStore;
   challenges: EnrollmentChallenges;
+  gatewayKeyResolver: GatewayKeyResolver;
+  nodeDirectory: NodeDirectory;
   projections: ProjectionProgress;
   adminTokenHash: Buffer;
   settings: AppSettings;
@@ -58,7 +68,15 @@ export interface AppDependencies {
   now?: () => Date;
 }
 
-export const defaultSettings: AppSettings = { nodeShareBps: 9000, bodyLimitBytes: 1_048_576, readYourWritesTimeoutMs: 2_000 };
+export const defaultSettings: AppSettings = {
+  nodeShareBps: 9000,
+  bodyLimitBytes: 1_048_576,
+  readYourWritesTimeoutMs: 2_000,
+  defaultMaxTokens: 1024,
+  maxDispatchAttempts: 3,
+  headersTimeoutMs: 30_000,
+  maxResponseBytes: 8 * 1_048_576,
+};
 
 /** Secrets can arrive in these headers; the logger never writes them, whatever its level. */
 export const redactedPaths = [
@@ -93,6 +111,7 @@ export async function buildApp(dependencies: AppDependencies): Promise<FastifyIn
           adminToken: { type: 'apiKey', in: 'header', name: 'X-B3IQ-Admin-Token' },
           customerId: { type: 'apiKey', in: 'header', name: 'X-B3IQ-Customer-ID' },
           customerToken: { type: 'apiKey', in: 'header', name: 'X-B3IQ-Customer-Token' },
+          gatewayKey: { type: 'http', scheme: 'bearer', description: 'b3iq_gateway_ key' },
         },
       },
     },
@@ -103,5 +122,8 @@ export async function buildApp(dependencies: AppDependencies): Promise<FastifyIn
   await app.register(adminRoutes(dependencies));
   await app.register(billingRoutes(dependencies));
   await app.register(nodeRoutes(dependencies));
+  await app.register(gatewayKeyRoutes(dependencies));
+  await app.register(gatewayRoutes(dependencies));
+  await app.register(receiptRoutes(dependencies));
   return app;
 }

@@ -1,0 +1,21 @@
+import { jobDecider, type JobCommand, type JobState } from '../deciders/job/decider.ts';
+import { DomainError } from '../errors.ts';
+import { jobStreamName, parseJobEvent, type JobEvent } from '../events/job.ts';
+import { handleCommand, type CommandContext, type CommandOutcome, type CommandSpec } from './handleCommand.ts';
+
+export type JobContext = CommandContext<JobState>;
+
+const jobId = (command: JobCommand) => (command.type === 'StartJob' ? command.request.job_id : command.jobId);
+
+const jobSpec: CommandSpec<JobCommand, JobEvent, JobState> = {
+  decider: jobDecider,
+  streamName: (command) => jobStreamName(jobId(command)),
+  operationKey: (command) => (command.type === 'StartJob' ? 'start' : 'finish'),
+  intent: (command) => ({ type: command.type }),
+  reusedKeyError: (command) => new DomainError('idempotency_key_in_use', `Job ${jobId(command)} already exists`),
+  parseEvent: (type, data) => parseJobEvent(type, data),
+};
+
+export function executeJobCommand(context: JobContext, command: JobCommand): Promise<CommandOutcome<JobState>> {
+  return handleCommand(context, jobSpec, command);
+}

@@ -1,0 +1,288 @@
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { executeAccountCommand, type CustomerAccountContext } from '../commands/customerAccount.ts';
+import { executeJobCommand, type JobContext } from '../commands/job.ts';
+import { readModelPrice, type ModelPriceContext } from '../commands/node.ts';
+import type { JobOutcome } from '../deciders/job/decider.ts';
+import { DomainError } from '../errors.ts';
+import type { GatewayPrincipal } from '../http/gatewayAuth.ts';
+import { formatWei } from '../money.ts';
+import { computeCostWei } from '../receipts/receipt.ts';
+import type { NodeDirectory, RouteCandidate } from '../router/directory.ts';
+import { dispatchWithFailover, readBody } from '../router/dispatch.ts';
+import { nodeRequestBody, promptTokenBound, type ChatRequest } from './chatRequest.ts';
+import { checkReceipt, type DispatchTerms, type Usage } from './receiptCheck.ts';
+import { relayStream } from './streamRelay.ts';
+
+export interface GatewaySettings {
+  nodeShareBps: number;
+  defaultMaxTokens: number;
+  maxDispatchAttempts: number;
+  headersTimeoutMs: number;
+  maxResponseBytes: number;
+}
+
+export interface ChatDependencies {
+  accounts: CustomerAccountContext;
+  jobs: JobContext;
+  modelPrices: ModelPriceContext;
+  nodeDirectory: NodeDirectory;
+  settings: GatewaySettings;
+  now: () => Date;
+}
+
+/**
+ * The client's HTTP exchange. `takeOver` is called just before the first byte is written: until
+ * then a failure is answered by the framework's error handler in the OpenAI envelope; after it,
+ * the gateway owns the response and ends it itself.
+ */
+export interface Connection {
+  request: IncomingMessage;
+  response: ServerResponse;
+  takeOver(): void;
+  tookOver(): boolean;
+}
+
+interface PreparedJob {
+  jobId: string;
+  modelId: string;
+  maxTokens: number;
+  quoteWei: bigint;
+  pricing: DispatchTerms['pricing'];
+  policyVersion: string;
+  candidates: RouteCandidate[];
+}
+
+/** What the node said, as the gateway saw it, once the response is over. */
+interface Served {
+  usage: Usage | null;
+  signedReceipt: unknown;
+  firstByteMs: number | null;
+  latencyMs: number;
+  runtimeKind: string;
+  /** False when the client went away or the node broke off before the end. */
+  complete: boolean;
+}
+
+/**
+ * Steps 1–2 of a paid chat: everything that can refuse the request does so here, before any money
+ * moves — model access, price, the customer's ceiling, and whether any node can serve it.
+ */
+export async function prepareJob(dependencies: ChatDependencies, principal: GatewayPrincipal, request: ChatRequest): Promise<PreparedJob> {
+  const modelId = request.model;
+  if (principal.allowedModels !== null && !principal.allowedModels.includes(modelId)) {
+    throw new DomainError('gateway_api_key_scope_denied', `The gateway key may not use model ${modelId}`);
+  }
+  const price = await readModelPrice(dependencies.modelPrices, modelId);
+  if (price.status !== 'priced') throw new DomainError('model_not_found', `Model ${modelId} is not offered`, 'model');
+  const maxTokens = request.max_tokens ?? request.max_completion_tokens ?? dependencies.settings.defaultMaxTokens;
+  const pricing = {
+    prompt_price_per_million_wei: formatWei(price.promptPricePerMillionWei),
+    completion_price_per_million_wei: formatWei(price.completionPricePerMillionWei),
+  };
+  const promptTokens = promptTokenBound(request.messages);
+  const quoteWei = computeCostWei({ prompt_tokens: promptTokens, completion_tokens: maxTokens, total_tokens: promptTokens + maxTokens }, pricing);
+  const ceiling = request.b3iq?.max_price_wei;
+  if (ceiling !== undefined && BigInt(ceiling) < quoteWei) {
+    throw new DomainError('max_price_exceeded', `The worst-case price ${formatWei(quoteWei)} wei exceeds max_price_wei ${ceiling}`, 'b3iq.max_price_wei');
+  }
+  const candidates = await dependencies.nodeDirectory.candidates(modelId, dependencies.now());
+  if (candidates.length === 0) throw new DomainError('no_healthy_candidates', `No node can serve ${modelId} right now`);
+  const jobId = request.b3iq?.job_id ?? `job_${randomBytes(12).toString('hex')}`;
+  return { jobId, modelId, maxTokens, quoteWei, pricing, policyVersion: price.policyVersion, candidates };
+}
+
+/**
+ * The paid path: reserve the quote, record the job, dispatch with failover, relay the answer, then
+ * capture what the receipt proves and release the rest — or release everything.
+ */
+export async function runChatCompletion(
+  dependencies: ChatDependencies,
+  principal: GatewayPrincipal,
+  request: ChatRequest,
+  connection: Connection,
+): Promise<void> {
+  const { accounts, jobs, settings } = dependencies;
+  const job = await prepareJob(dependencies, principal, request);
+  const customerId = principal.customerId;
+  // 1. Reserve the worst case; a short balance refuses the request with nothing appended.
+  await executeAccountCommand(accounts, { type: 'Reserve', customerId, jobId: job.jobId, amountWei: job.quoteWei });
+  // 2. Record the job. A duplicate job id loses here and never touches the other job's reservation.
+  await executeJobCommand(jobs, {
+    type: 'StartJob',
+    request: {
+      job_id: job.jobId,
+      customer_id: customerId,
+      key_id: principal.keyId,
+      model_id: job.modelId,
+      stream: request.stream === true,
+      max_tokens: job.maxTokens,
+      quoted_price_wei: formatWei(job.quoteWei),
+      policy_version: job.policyVersion,
+      ...job.pricing,
+    },
+  });
+  const aborted = new AbortController();
+  connection.response.once('close', () => {
+    if (!connection.response.writableFinished) aborted.abort();
+  });
+  const outcome: JobOutcome = { attempts: [], firstByteMs: null, completion: null, receipt: null, failure: null };
+  try {
+    // 3. Dispatch to the best node, failing over while nothing has reached the client.
+    const dispatchTerms = (candidate: RouteCandidate): DispatchTerms => ({
+      jobId: job.jobId,
+      nodeId: candidate.nodeId,
+      modelId: job.modelId,
+      nodePublicKey: candidate.publicKey,
+      policyVersion: job.policyVersion,
+      pricing: job.pricing,
+      quotedWei: job.quoteWei,
+      reservedWei: job.quoteWei,
+      nodeShareBps: settings.nodeShareBps,
+    });
+    const served = await dispatchAndServe(dependencies, job, request, connection, aborted.signal, outcome, dispatchTerms);
+    if (served === null) return;
+    // 4. Settle: capture what an accepted receipt proves; anything else releases the reservation.
+    await settle(dependencies, customerId, job, served.candidate, served.served, outcome, dispatchTerms(served.candidate));
+    served.finish(outcome);
+  } catch (error) {
+    outcome.failure ??= error instanceof DomainError ? error.code : 'gateway_error';
+    if (!connection.tookOver()) throw error;
+    if (!connection.response.destroyed) connection.response.destroy();
+  } finally {
+    if (outcome.receipt?.accepted !== true) {
+      await executeAccountCommand(accounts, { type: 'Release', customerId, jobId: job.jobId, reason: outcome.failure ?? 'no_accepted_receipt' }).catch(
+        (error: unknown) => {
+          if (!(error instanceof DomainError && error.code === 'reservation_already_resolved')) throw error;
+        },
+      );
+    }
+    await executeJobCommand(jobs, { type: 'FinishJob', jobId: job.jobId, outcome });
+  }
+}
+
+type Serving = { candidate: RouteCandidate; served: Served; finish: (outcome: JobOutcome) => void };
+
+async function dispatchAndServe(
+  dependencies: ChatDependencies,
+  job: PreparedJob,
+  request: ChatRequest,
+  connection: Connection,
+  signal: AbortSignal,
+  outcome: JobOutcome,
+  terms: (candidate: RouteCandidate) => DispatchTerms,
+): Promise<Serving | null> {
+  const { settings } = dependencies;
+  const started = performance.now();
+  const bodyFor = (candidate: RouteCandidate) =>
+    nodeRequestBody(request, job.maxTokens, {
+      job_id: job.jobId,
+      node_id: candidate.nodeId,
+      model_id: job.modelId,
+      policy_version: job.policyVersion,
+      pricing: job.pricing,
+      quoted_price_wei: formatWei(job.quoteWei),
+      reserved_price_wei: formatWei(terms(candidate).reservedWei),
+      node_share_bps: settings.nodeShareBps,
+    });
+  const result = await dispatchWithFailover(job.candidates, bodyFor, {
+    maxAttempts: settings.maxDispatchAttempts,
+    headersTimeoutMs: settings.headersTimeoutMs,
+    now: dependencies.now,
+    signal,
+  });
+  outcome.attempts = result.attempts;
+  if (result.target === null) {
+    outcome.failure = signal.aborted ? 'client_disconnected' : 'router_dispatch_failed';
+    if (signal.aborted) return null;
+    throw new DomainError('router_dispatch_failed', 'No node returned a usable response');
+  }
+  const { candidate, response } = result.target;
+  dependencies.nodeDirectory.track(candidate.nodeId, 1);
+  try {
+    if (request.stream === true) {
+      connection.takeOver();
+      const relay = await relayStream(response, connection.response, { started, signal, jobId: job.jobId });
+      outcome.firstByteMs = relay.firstByteMs;
+      const served: Served = { ...relay, latencyMs: Math.round(performance.now() - started) };
+      if (served.usage !== null) outcome.completion = { nodeId: candidate.nodeId, usage: served.usage, latencyMs: served.latencyMs };
+      return { candidate, served, finish: (final) => relay.finish(finalMetadata(final, served)) };
+    }
+    const body = await readBody(response, settings.maxResponseBytes);
+    outcome.firstByteMs = result.target.headersMs;
+    const parsed = JSON.parse(body.toString('utf8')) as Record<string, unknown> & { usage?: Usage; b3iq?: Record<string, unknown> };
+    const served: Served = {
+      usage: parsed.usage ?? null,
+      signedReceipt: parsed.b3iq?.['signed_receipt'],
+      firstByteMs: outcome.firstByteMs,
+      latencyMs: Math.round(performance.now() - started),
+      runtimeKind: typeof parsed.b3iq?.['runtime_kind'] === 'string' ? parsed.b3iq['runtime_kind'] : candidate.profile.runtimeKind,
+      complete: true,
+    };
+    if (served.usage !== null) outcome.completion = { nodeId: candidate.nodeId, usage: served.usage, latencyMs: served.latencyMs };
+    return {
+      candidate,
+      served,
+      finish: (final) => {
+        const { b3iq: _nodeMetadata, ...completion } = parsed;
+        const payload = JSON.stringify({ ...completion, b3iq: finalMetadata(final, served) });
+        connection.takeOver();
+        if (connection.response.destroyed) return;
+        connection.response.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(payload) });
+        connection.response.end(payload);
+      },
+    };
+  } finally {
+    dependencies.nodeDirectory.track(candidate.nodeId, -1);
+  }
+}
+
+async function settle(
+  dependencies: ChatDependencies,
+  customerId: string,
+  job: PreparedJob,
+  candidate: RouteCandidate,
+  served: Served,
+  outcome: JobOutcome,
+  terms: DispatchTerms,
+): Promise<void> {
+  if (!served.complete) {
+    outcome.failure = 'response_incomplete';
+    return;
+  }
+  const check = checkReceipt(served.signedReceipt, terms, served.usage);
+  if (!check.ok) {
+    outcome.receipt = { accepted: false, nodeId: candidate.nodeId, code: check.code, detail: check.detail };
+    return;
+  }
+  const signed = served.signedReceipt as { receipt_canonical: string; signature_ed25519: string; node_key_id: string; node_public_key: string };
+  await executeAccountCommand(dependencies.accounts, {
+    type: 'Capture',
+    customerId,
+    jobId: job.jobId,
+    costWei: check.debitedWei,
+    nodeId: candidate.nodeId,
+    nodeShareBps: dependencies.settings.nodeShareBps,
+  });
+  outcome.receipt = {
+    accepted: true,
+    nodeId: candidate.nodeId,
+    payoutWei: formatWei(check.payoutWei),
+    receipt: {
+      receipt_hash: check.receiptHash,
+      receipt_canonical: signed.receipt_canonical,
+      signature_ed25519: signed.signature_ed25519,
+      node_key_id: signed.node_key_id,
+      node_public_key: signed.node_public_key,
+    },
+  };
+}
+
+function finalMetadata(outcome: JobOutcome, served: Served) {
+  return {
+    receipt_hash: outcome.receipt?.accepted === true ? outcome.receipt.receipt.receipt_hash : null,
+    latency_ms: served.latencyMs,
+    ttft_ms: served.firstByteMs ?? served.latencyMs,
+    runtime_kind: served.runtimeKind,
+  };
+}
