@@ -127,24 +127,23 @@ export async function runChatCompletion(
     if (!connection.response.writableFinished) aborted.abort();
   });
   const outcome: JobOutcome = { attempts: [], firstByteMs: null, completion: null, receipt: null, failure: null };
+  const dispatchTerms = (candidate: RouteCandidate): DispatchTerms => ({
+    jobId: job.jobId,
+    nodeId: candidate.nodeId,
+    modelId: job.modelId,
+    nodePublicKey: candidate.publicKey,
+    policyVersion: job.policyVersion,
+    pricing: job.pricing,
+    quotedWei: job.quoteWei,
+    reservedWei: job.quoteWei,
+    nodeShareBps: settings.nodeShareBps,
+  });
+  let serving: Serving | null = null;
   try {
     // 3. Dispatch to the best node, failing over while nothing has reached the client.
-    const dispatchTerms = (candidate: RouteCandidate): DispatchTerms => ({
-      jobId: job.jobId,
-      nodeId: candidate.nodeId,
-      modelId: job.modelId,
-      nodePublicKey: candidate.publicKey,
-      policyVersion: job.policyVersion,
-      pricing: job.pricing,
-      quotedWei: job.quoteWei,
-      reservedWei: job.quoteWei,
-      nodeShareBps: settings.nodeShareBps,
-    });
-    const served = await dispatchAndServe(dependencies, job, request, connection, aborted.signal, outcome, dispatchTerms);
-    if (served === null) return;
+    serving = await dispatchAndServe(dependencies, job, request, connection, aborted.signal, outcome, dispatchTerms);
     // 4. Settle: capture what an accepted receipt proves; anything else releases the reservation.
-    await settle(dependencies, customerId, job, served.candidate, served.served, outcome, dispatchTerms(served.candidate));
-    served.finish(outcome);
+    if (serving !== null) await settle(dependencies, customerId, job, serving.candidate, serving.served, outcome, dispatchTerms(serving.candidate));
   } catch (error) {
     outcome.failure ??= error instanceof DomainError ? error.code : 'gateway_error';
     if (!connection.tookOver()) throw error;
@@ -159,6 +158,8 @@ export async function runChatCompletion(
     }
     await executeJobCommand(jobs, { type: 'FinishJob', jobId: job.jobId, outcome });
   }
+  // 5. Answer last, so everything the answer refers to (the receipt, the charge) is in the log.
+  serving?.finish(outcome);
 }
 
 type Serving = { candidate: RouteCandidate; served: Served; finish: (outcome: JobOutcome) => void };

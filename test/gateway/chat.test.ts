@@ -1,0 +1,250 @@
+import OpenAI from 'openai';
+import t from 'tap';
+import { verifySignedReceiptPortable } from '../../src/receipts/portableVerify.ts';
+import { devModel, fundedCustomerWithKey, startTestNode, type TestNode } from '../support/network.ts';
+import { startEmbeddedPostgres } from '../support/postgres.ts';
+import { startTestLedger } from '../support/testApp.ts';
+
+/**
+ * The paid path end to end over loopback: the official openai client → gateway (real PostgreSQL)
+ * → router → two real host agents → scripted runtimes, and back, with the ledger checked after.
+ */
+
+const server = await startEmbeddedPostgres();
+t.teardown(() => server.stop());
+const ledger = await startTestLedger(server);
+t.teardown(() => ledger.close());
+const controlPlaneUrl = await ledger.app.listen({ host: '127.0.0.1', port: 0 });
+const admin = { 'x-b3iq-admin-token': ledger.adminToken };
+
+const price = await ledger.app.inject({
+  method: 'PUT',
+  url: `/v1/admin/models/${devModel}/price`,
+  headers: admin,
+  payload: { prompt_price_per_million_wei: '2000000000', completion_price_per_million_wei: '6000000000', policy_version: 'launch-1' },
+});
+if (price.statusCode !== 200) throw new Error(price.body);
+
+// The faster node is preferred while both are idle, so tests know who serves first.
+const fast = await startTestNode(ledger, controlPlaneUrl, { tokensPerSecond: 500 });
+t.teardown(() => fast.close());
+const slow = await startTestNode(ledger, controlPlaneUrl, { tokensPerSecond: 100 });
+t.teardown(() => slow.close());
+
+function client(apiKey: string): OpenAI {
+  return new OpenAI({ baseURL: `${controlPlaneUrl}/v1`, apiKey, maxRetries: 0 });
+}
+
+async function account(customer: { customerId: string; customerToken: string }) {
+  const response = await ledger.app.inject({
+    method: 'GET',
+    url: '/v1/billing/account',
+    headers: { 'x-b3iq-customer-id': customer.customerId, 'x-b3iq-customer-token': customer.customerToken },
+  });
+  return response.json<{ balance_wei: string; reserved_wei: string; available_wei: string }>();
+}
+
+async function settled() {
+  await ledger.runner.waitFor(await ledger.ledger.store.headPosition(), 5_000);
+}
+
+async function accountsSumToZero(): Promise<bigint> {
+  await settled();
+  const rows = await ledger.ledger.db.selectFrom('ledger_accounts').select('balance_wei').execute();
+  return rows.reduce((sum, row) => sum + BigInt(row.balance_wei), 0n);
+}
+
+function resetFaults(...nodes: TestNode[]) {
+  for (const node of nodes) node.runtime.setOptions({ fault: 'none' });
+}
+
+const chatBody = { model: devModel, messages: [{ role: 'user' as const, content: 'say something short' }], max_tokens: 32 };
+
+t.test('/v1/models lists the benchmarked model, owned by b3iq, with nothing private', async (t) => {
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '0' });
+  const models = await client(customer.apiKey).models.list();
+  const ids = models.data.map((model) => model.id);
+  t.same(ids, [devModel]);
+  t.equal(models.data[0]?.owned_by, 'b3iq');
+  t.ok((models.data[0]?.created ?? 0) > 1_700_000_000, 'created is the freshest observed benchmark time');
+  const raw = JSON.stringify(models);
+  t.notMatch(raw, /node_|127\.0\.0\.1|http:/, 'no node ids or URLs');
+});
+
+t.test('a non-streaming completion is billed from its signed receipt', async (t) => {
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000' });
+  const completion = await client(customer.apiKey).chat.completions.create(chatBody);
+  t.equal(completion.choices.length, 1);
+  t.ok(completion.usage, 'usage is returned');
+  const metadata = (completion as unknown as { b3iq: { receipt_hash: string; runtime_kind: string; latency_ms: number; ttft_ms: number } }).b3iq;
+  t.match(metadata.receipt_hash, /^[0-9a-f]{64}$/);
+  t.equal(metadata.runtime_kind, 'openai');
+
+  await settled();
+  const receipt = await ledger.app.inject({ method: 'GET', url: `/v1/receipts/${metadata.receipt_hash}` });
+  t.equal(receipt.statusCode, 200, 'the public receipt lookup needs no credentials');
+  const body = receipt.json();
+  t.equal(body.node_id, fast.nodeId, 'the preferred node served it');
+  t.notMatch(receipt.body, customer.customerId, 'no customer identity in the public receipt');
+  const verified = verifySignedReceiptPortable(
+    { receipt_canonical: body.receipt_canonical, receipt_hash: body.receipt_hash, signature_ed25519: body.signature_ed25519, node_key_id: body.node_key_id, node_public_key: body.node_public_key },
+    body.node_public_key,
+  );
+  t.ok(verified.ok, 'anyone can verify the receipt with public data');
+
+  const usage = body.receipt.usage;
+  t.same(usage, completion.usage, 'the receipt binds the usage the client saw');
+  const debited = BigInt(body.receipt.debited_price_wei);
+  t.equal(debited, (BigInt(usage.prompt_tokens) * 2_000_000_000n + BigInt(usage.completion_tokens) * 6_000_000_000n + 999_999n) / 1_000_000n);
+  t.same(await account(customer), {
+    customer_id: customer.customerId,
+    balance_wei: String(10_000_000_000_000n - debited),
+    reserved_wei: '0',
+    available_wei: String(10_000_000_000_000n - debited),
+  });
+
+  const job = await ledger.app.inject({
+    method: 'GET',
+    url: `/v1/billing/jobs/${body.job_id}`,
+    headers: { 'x-b3iq-customer-id': customer.customerId, 'x-b3iq-customer-token': customer.customerToken },
+  });
+  t.equal(job.json().billing_status, 'captured');
+  t.equal(job.json().receipt_hash, metadata.receipt_hash);
+  t.equal(job.json().debited_price_wei, String(debited));
+  t.equal(await accountsSumToZero(), 0n);
+});
+
+t.test('a streaming completion passes chunks through and closes with the receipt hash', async (t) => {
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000' });
+  const stream = await client(customer.apiKey).chat.completions.create({ ...chatBody, stream: true });
+  let text = '';
+  let last: Record<string, unknown> | null = null;
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta?.content ?? '';
+    last = chunk as unknown as Record<string, unknown>;
+  }
+  t.match(text, /tok1 tok2/);
+  const metadata = last?.['b3iq'] as { receipt_hash: string; ttft_ms: number } | undefined;
+  t.match(metadata?.receipt_hash, /^[0-9a-f]{64}$/, 'the final chunk carries the receipt hash');
+  await settled();
+  const after = await account(customer);
+  t.equal(after.reserved_wei, '0', 'the reservation is resolved');
+  t.ok(BigInt(after.balance_wei) < 10_000_000_000_000n, 'the stream was billed');
+  t.equal(await accountsSumToZero(), 0n);
+});
+
+t.test('a node failing before the first byte is failed over to the next', async (t) => {
+  t.teardown(() => resetFaults(fast, slow));
+  fast.runtime.setOptions({ fault: 'error_before_first_byte' });
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000' });
+  const completion = await client(customer.apiKey).chat.completions.create(chatBody);
+  const hash = (completion as unknown as { b3iq: { receipt_hash: string } }).b3iq.receipt_hash;
+  await settled();
+  const receipt = await ledger.app.inject({ method: 'GET', url: `/v1/receipts/${hash}` });
+  t.equal(receipt.json().node_id, slow.nodeId, 'the second node served and was paid');
+  const events = await ledger.ledger.store.readStream(`job-${receipt.json().job_id}`);
+  t.same(
+    events.map((event) => event.type),
+    ['JobRequested', 'JobRouted', 'JobDispatchFailed', 'JobRouted', 'JobFirstByte', 'JobCompleted', 'ReceiptAccepted', 'PayoutAccrued'],
+  );
+});
+
+t.test('a node dying mid-stream charges nothing and resolves the reservation', async (t) => {
+  t.teardown(() => resetFaults(fast, slow));
+  fast.runtime.setOptions({ fault: 'drop_mid_stream' });
+  slow.runtime.setOptions({ fault: 'drop_mid_stream' });
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000' });
+  const stream = await client(customer.apiKey).chat.completions.create({ ...chatBody, stream: true });
+  await t.rejects(
+    (async () => {
+      for await (const _chunk of stream) {
+        // Drain until the gateway reports the broken stream.
+      }
+    })(),
+  );
+  await settled();
+  t.same(await account(customer), { customer_id: customer.customerId, balance_wei: '10000000000000', reserved_wei: '0', available_wei: '10000000000000' });
+  t.equal(await accountsSumToZero(), 0n);
+});
+
+t.test('a runtime that reports no usage yields no receipt and no charge', async (t) => {
+  t.teardown(() => resetFaults(fast, slow));
+  fast.runtime.setOptions({ fault: 'missing_usage' });
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000' });
+  const completion = await client(customer.apiKey).chat.completions.create(chatBody);
+  t.equal((completion as unknown as { b3iq: { receipt_hash: string | null } }).b3iq.receipt_hash, null);
+  await settled();
+  t.equal((await account(customer)).balance_wei, '10000000000000');
+});
+
+t.test('refusals: each in the OpenAI envelope with its code, and no money moved', async (t) => {
+  // The quote for chatBody is 278,000 wei; this balance cannot cover it.
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '100000' });
+  const modelsOnly = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000', scopes: ['models'] });
+  const cases: Array<{ name: string; apiKey: string; body: Record<string, unknown>; status: number; code: string }> = [
+    { name: 'unknown key', apiKey: 'b3iq_gateway_nope', body: chatBody, status: 401, code: 'unauthorized' },
+    { name: 'customer token as bearer', apiKey: customer.customerToken, body: chatBody, status: 401, code: 'unauthorized' },
+    { name: 'admin token as bearer', apiKey: ledger.adminToken, body: chatBody, status: 401, code: 'unauthorized' },
+    { name: 'missing chat scope', apiKey: modelsOnly.apiKey, body: chatBody, status: 403, code: 'gateway_api_key_scope_denied' },
+    { name: 'n > 1', apiKey: customer.apiKey, body: { ...chatBody, n: 2 }, status: 400, code: 'invalid_request' },
+    { name: 'private job mode', apiKey: customer.apiKey, body: { ...chatBody, b3iq: { dispatch_mode: 'private_job' } }, status: 400, code: 'invalid_request' },
+    { name: 'bad role', apiKey: customer.apiKey, body: { ...chatBody, messages: [{ role: 'wizard', content: 'x' }] }, status: 400, code: 'invalid_request' },
+    { name: 'price ceiling below the quote', apiKey: customer.apiKey, body: { ...chatBody, b3iq: { max_price_wei: '1' } }, status: 402, code: 'max_price_exceeded' },
+    { name: 'balance below the quote', apiKey: customer.apiKey, body: chatBody, status: 402, code: 'insufficient_balance' },
+    { name: 'unknown model', apiKey: customer.apiKey, body: { ...chatBody, model: 'no-such-model' }, status: 404, code: 'model_not_found' },
+  ];
+  for (const testCase of cases) {
+    const before = await ledger.ledger.store.headPosition();
+    const response = await fetch(`${controlPlaneUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${testCase.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify(testCase.body),
+    });
+    const body = (await response.json()) as { error: { code: string; type: string; b3iq: { code: string; status: number } } };
+    t.equal(response.status, testCase.status, `${testCase.name}: status`);
+    t.equal(body.error.code, testCase.code, `${testCase.name}: code`);
+    t.equal(body.error.b3iq.code, testCase.code, `${testCase.name}: b3iq.code`);
+    t.equal(body.error.b3iq.status, testCase.status, `${testCase.name}: b3iq.status`);
+    t.equal(await ledger.ledger.store.headPosition(), before, `${testCase.name}: nothing appended`);
+  }
+  t.equal((await account(customer)).balance_wei, '100000');
+});
+
+t.test('a priced model no node can serve answers 503 no_healthy_candidates', async (t) => {
+  await ledger.app.inject({
+    method: 'PUT',
+    url: '/v1/admin/models/orphan-model/price',
+    headers: admin,
+    payload: { prompt_price_per_million_wei: '1', completion_price_per_million_wei: '1', policy_version: 'v1' },
+  });
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000' });
+  await t.rejects(client(customer.apiKey).chat.completions.create({ ...chatBody, model: 'orphan-model' }), { status: 503, code: 'no_healthy_candidates' });
+});
+
+t.test('a revoked key stops working at once', async (t) => {
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000' });
+  await client(customer.apiKey).models.list();
+  const revoked = await ledger.app.inject({ method: 'DELETE', url: `/v1/admin/customers/${customer.customerId}/gateway-keys/${customer.keyId}`, headers: admin });
+  t.equal(revoked.statusCode, 200);
+  await t.rejects(client(customer.apiKey).models.list(), { status: 401, code: 'unauthorized' });
+});
+
+t.test('concurrent requests beyond the balance: at most what it covers is captured, nothing goes negative', async (t) => {
+  // The quote for chatBody is 278,000 wei; this balance covers four at a time, not 40.
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '1200000' });
+  const openai = client(customer.apiKey);
+  const results = await Promise.allSettled(Array.from({ length: 40 }, () => openai.chat.completions.create(chatBody)));
+  const served = results.filter((result) => result.status === 'fulfilled').length;
+  const refused = results.filter((result) => result.status === 'rejected' && (result.reason as { status?: number }).status === 402).length;
+  t.equal(served + refused, 40, 'every request was either served or refused for balance');
+  t.ok(served >= 1, `${served} served`);
+  await settled();
+  const after = await account(customer);
+  t.ok(BigInt(after.available_wei) >= 0n);
+  t.equal(after.reserved_wei, '0');
+  const captured = await ledger.ledger.db.selectFrom('jobs').select(['debited_price_wei']).where('customer_id', '=', customer.customerId).where('billing_status', '=', 'captured').execute();
+  t.equal(captured.length, served, 'one capture per served request');
+  const spent = captured.reduce((sum, row) => sum + BigInt(row.debited_price_wei ?? '0'), 0n);
+  t.equal(BigInt(after.balance_wei), 1_200_000n - spent);
+  t.equal(await accountsSumToZero(), 0n);
+});

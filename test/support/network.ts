@@ -1,0 +1,75 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startDevRuntime, type DevRuntime } from '../../src/devRuntime/server.ts';
+import { startHostAgent, type StartedHostAgent } from '../../src/hostAgent/agent.ts';
+import type { TestLedger } from './testApp.ts';
+import { createCustomer } from './testApp.ts';
+
+export const devModel = 'b3iq-dev-small';
+
+export interface TestNode {
+  runtime: DevRuntime;
+  agent: StartedHostAgent;
+  nodeId: string;
+}
+
+/**
+ * A GPU node as it runs in production, on loopback: a scripted runtime behind a real host agent that
+ * enrolls with the control plane and heartbeats, plus observed benchmark evidence from the admin.
+ */
+export async function startTestNode(ledger: TestLedger, controlPlaneUrl: string, options: { tokensPerSecond: number }): Promise<TestNode & { close(): Promise<void> }> {
+  const runtime = await startDevRuntime({ models: [devModel], completionTokens: 12 });
+  const dataDir = await mkdtemp(join(tmpdir(), 'b3iq-node-'));
+  const agent = await startHostAgent({
+    runtimeUrl: runtime.url,
+    runtimeKind: 'openai',
+    dataDir,
+    controlPlaneUrl,
+    port: 0,
+    heartbeatIntervalMs: 1_000,
+  });
+  const response = await ledger.app.inject({
+    method: 'POST',
+    url: `/v1/admin/nodes/${agent.nodeId}/benchmarks`,
+    headers: { 'x-b3iq-admin-token': ledger.adminToken },
+    payload: { model_id: devModel, observed_at: new Date().toISOString(), tokens_per_second: options.tokensPerSecond, ttft_ms: 20 },
+  });
+  if (response.statusCode !== 201) throw new Error(`benchmark failed: ${response.body}`);
+  return {
+    runtime,
+    agent,
+    nodeId: agent.nodeId,
+    async close() {
+      await agent.close();
+      await runtime.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function fundedCustomerWithKey(
+  ledger: TestLedger,
+  options: { depositWei: string; scopes?: string[]; allowedModels?: string[] },
+): Promise<{ customerId: string; customerToken: string; apiKey: string; keyId: string }> {
+  const customer = await createCustomer(ledger);
+  const admin = { 'x-b3iq-admin-token': ledger.adminToken };
+  if (options.depositWei !== '0') {
+    const deposit = await ledger.app.inject({
+      method: 'POST',
+      url: `/v1/admin/customers/${customer.customerId}/deposits`,
+      headers: admin,
+      payload: { amount_wei: options.depositWei, reference: `seed-${customer.customerId}` },
+    });
+    if (deposit.statusCode !== 201) throw new Error(`deposit failed: ${deposit.body}`);
+  }
+  const key = await ledger.app.inject({
+    method: 'POST',
+    url: `/v1/admin/customers/${customer.customerId}/gateway-keys`,
+    headers: admin,
+    payload: { scopes: options.scopes ?? ['chat', 'models'], ...(options.allowedModels ? { allowed_models: options.allowedModels } : {}) },
+  });
+  if (key.statusCode !== 201) throw new Error(`gateway key failed: ${key.body}`);
+  const body = key.json<{ api_key: string; key_id: string }>();
+  return { ...customer, apiKey: body.api_key, keyId: body.key_id };
+}
