@@ -1,0 +1,87 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { minimumSecretBytes } from '../router/dispatchSignature.ts';
+
+/**
+ * What enrollment gave this node, kept in `node.json` next to its key: the node id and the router's
+ * HMAC secret. The secret is as sensitive as the key, so the file is written and read with the
+ * same rule: owner only (0600), refused when others could read it.
+ */
+export interface Enrollment {
+  nodeId: string;
+  dispatchSecret: Buffer;
+  /** The control plane that issued the secret; another control plane means enrolling again. */
+  controlPlaneUrl: string | null;
+}
+
+const nodeFileName = 'node.json';
+const maxNodeFileBytes = 16_384;
+
+const nodeFileSchema = z.strictObject({
+  node_id: z.string().regex(/^node_[0-9a-f]{24}$/),
+  dispatch_secret: z.string().regex(/^[A-Za-z0-9_-]{43,}$/),
+  control_plane_url: z.string().max(2048).nullable(),
+});
+
+/** The node id the control plane derives from the key (docs/node-protocol.md, Identity). */
+export function nodeIdForPublicKey(publicKeyRaw: Uint8Array): string {
+  return `node_${createHash('sha256').update(publicKeyRaw).digest('hex').slice(0, 24)}`;
+}
+
+export function nodeFilePath(dataDir: string): string {
+  return join(dataDir, nodeFileName);
+}
+
+/** Null when the node has not enrolled yet; throws when the file is unsafe or damaged. */
+export async function loadEnrollment(dataDir: string): Promise<Enrollment | null> {
+  const path = nodeFilePath(dataDir);
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+  try {
+    const stats = await handle.stat();
+    if (!stats.isFile() || stats.size > maxNodeFileBytes) throw new Error(`${nodeFileName} is not a small regular file`);
+    if (process.platform !== 'win32' && (stats.mode & 0o077) !== 0) {
+      throw new Error(`${nodeFileName} is accessible by group or others; restrict it with chmod 600`);
+    }
+    const parsed = nodeFileSchema.safeParse(JSON.parse(await handle.readFile('utf8')));
+    if (!parsed.success) throw new Error(`${nodeFileName} does not hold a node enrollment`);
+    const dispatchSecret = Buffer.from(parsed.data.dispatch_secret, 'base64url');
+    if (dispatchSecret.length < minimumSecretBytes) throw new Error(`${nodeFileName} holds a dispatch secret that is too short`);
+    return { nodeId: parsed.data.node_id, dispatchSecret, controlPlaneUrl: parsed.data.control_plane_url };
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Writes a private temporary file and renames it over node.json, so readers never see half of it. */
+export async function saveEnrollment(dataDir: string, enrollment: Enrollment): Promise<void> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const text = JSON.stringify({
+    node_id: enrollment.nodeId,
+    dispatch_secret: enrollment.dispatchSecret.toString('base64url'),
+    control_plane_url: enrollment.controlPlaneUrl,
+  });
+  const path = nodeFilePath(dataDir);
+  const temporaryPath = `${path}.${randomBytes(8).toString('hex')}.tmp`;
+  const handle = await open(temporaryPath, 'wx', 0o600);
+  try {
+    await handle.chmod(0o600);
+    await handle.writeFile(`${text}\n`);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await rename(temporaryPath, path);
+  } catch (error) {
+    await unlink(temporaryPath).catch(() => undefined);
+    throw error;
+  }
+}

@@ -1,0 +1,129 @@
+import type { ModelProfile } from '../events/node.ts';
+import { receiptSchema } from '../receipts/receipt.ts';
+import type { HttpClient } from './httpClient.ts';
+import { endpoint, type HostAgentSettings } from './options.ts';
+
+/**
+ * What the node serves: model profiles, filled from the runtime's GET /v1/models unless fixed by
+ * configuration, and the queue posture derived from the agent's own in-flight count.
+ */
+
+export type QueueHealth = 'ok' | 'degraded' | 'blocked';
+
+/** Counts requests the agent is forwarding; it refuses more than maxConcurrent at once. */
+export class QueueGauge {
+  #inFlight = 0;
+
+  constructor(readonly maxConcurrent: number) {}
+
+  get depth(): number {
+    return this.#inFlight;
+  }
+
+  /** Takes a slot, or returns false when every slot is taken. */
+  tryAcquire(): boolean {
+    if (this.#inFlight >= this.maxConcurrent) return false;
+    this.#inFlight += 1;
+    return true;
+  }
+
+  release(): void {
+    if (this.#inFlight <= 0) throw new Error('Invariant violated: a queue slot was released twice');
+    this.#inFlight -= 1;
+  }
+
+  /** ok below three quarters of capacity, degraded above, blocked when no slot is free. */
+  get health(): QueueHealth {
+    if (this.#inFlight >= this.maxConcurrent) return 'blocked';
+    return this.#inFlight * 4 >= this.maxConcurrent * 3 ? 'degraded' : 'ok';
+  }
+}
+
+const probeTimeoutMs = 2_000;
+const maxModelsBodyBytes = 1_048_576;
+/** The heartbeat schema accepts at most 256 profiles. */
+const maxProfiles = 256;
+/** /health probes the runtime at most this often; heartbeats probe on every tick. */
+const probeCacheMs = 2_000;
+
+export class ModelProfiles {
+  readonly #settings: HostAgentSettings;
+  readonly #client: HttpClient;
+  /** The model ids the runtime last listed, kept when it stops answering. */
+  #runtimeModels: string[] = [];
+  #reachable = false;
+  #probedAt = Number.NEGATIVE_INFINITY;
+  #probing: Promise<void> | null = null;
+
+  constructor(settings: HostAgentSettings, client: HttpClient) {
+    this.#settings = settings;
+    this.#client = client;
+  }
+
+  get runtimeReachable(): boolean {
+    return this.#reachable;
+  }
+
+  /** Installed profiles while the runtime answers; the last-known models as runtime_missing otherwise. */
+  current(): ModelProfile[] {
+    if (this.#settings.fixedProfiles !== null) return [...this.#settings.fixedProfiles];
+    const status = this.#reachable ? 'installed' : 'runtime_missing';
+    const { runtimeKind, routeTier, profileFlags } = this.#settings;
+    return this.#runtimeModels.map((model_id) => ({ model_id, status, runtime_kind: runtimeKind, route_tier: routeTier, ...profileFlags }));
+  }
+
+  installedModelIds(): string[] {
+    return this.current()
+      .filter((profile) => profile.status === 'installed')
+      .map((profile) => profile.model_id);
+  }
+
+  /** Probes now; concurrent callers share one probe. Never throws: a failure is "unreachable". */
+  refresh(): Promise<void> {
+    this.#probing ??= this.#probe().finally(() => (this.#probing = null));
+    return this.#probing;
+  }
+
+  /** Probes only when the last result is older than a couple of seconds. */
+  async refreshIfStale(): Promise<void> {
+    if (performance.now() - this.#probedAt >= probeCacheMs) await this.refresh();
+  }
+
+  async #probe(): Promise<void> {
+    try {
+      const response = await this.#client.send(endpoint(this.#settings.runtimeUrl, '/v1/models'), {
+        method: 'GET',
+        headers: { accept: 'application/json' },
+        idleTimeoutMs: probeTimeoutMs,
+        maxResponseBytes: maxModelsBodyBytes,
+      });
+      const models = response.status === 200 ? modelIdsOf(response.body) : null;
+      this.#reachable = models !== null;
+      if (models !== null) this.#runtimeModels = models;
+    } catch {
+      this.#reachable = false;
+    }
+    this.#probedAt = performance.now();
+  }
+}
+
+/**
+ * The ids in an OpenAI model list. Ids that could not be signed into a receipt (spaces, URLs,
+ * paths, over 128 characters) are left out: the node could not bill for them anyway.
+ */
+function modelIdsOf(body: Buffer): string[] | null {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString('utf8'));
+  } catch {
+    return null;
+  }
+  if (typeof parsed !== 'object' || parsed === null || !Array.isArray((parsed as { data?: unknown }).data)) return null;
+  const ids: string[] = [];
+  for (const entry of (parsed as { data: unknown[] }).data) {
+    const id = typeof entry === 'object' && entry !== null ? (entry as { id?: unknown }).id : undefined;
+    if (typeof id === 'string' && receiptSchema.shape.model_id.safeParse(id).success && !ids.includes(id)) ids.push(id);
+    if (ids.length === maxProfiles) break;
+  }
+  return ids;
+}
