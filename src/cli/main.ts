@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/config.ts';
 import { runDevRuntimeCli } from '../devRuntime/server.ts';
+import { runHostAgentCli } from './hostAgent.ts';
 import { rebuildProjections } from './rebuild.ts';
 import { serve } from './serve.ts';
 
@@ -9,6 +10,8 @@ const usage = `Usage: b3iq <command> [options]
 Commands:
   serve [--data-dir DIR] [--port N]     run the ledger service (embedded PostgreSQL unless DATABASE_URL is set)
   projections rebuild [--data-dir DIR]  empty the read models and replay the whole log into them
+  host-agent --runtime-url URL [--control-plane-url URL] [--data-dir DIR] [--port N]
+                                        run a GPU node's host agent (127.0.0.1:8831 by default)
   dev-runtime [--port N] [--tokens N] [--first-token-delay-ms N] [--token-delay-ms N] [--model NAME] [--fault F]
                                         a scripted OpenAI-compatible runtime for tests and demos
 
@@ -18,6 +21,7 @@ B3IQ_BODY_LIMIT_BYTES, LOG_LEVEL (see README).`;
 export async function main(argv: string[]): Promise<number> {
   // Subcommands with flags of their own parse their arguments themselves.
   if (argv[0] === 'dev-runtime') return runDevRuntimeCli(argv.slice(1));
+  if (argv[0] === 'host-agent') return runHostAgentCli(argv.slice(1));
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
