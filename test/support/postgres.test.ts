@@ -137,7 +137,13 @@ function runScript(
   script: string,
   onStderr: (stderr: string, child: ChildProcess) => void = () => {},
 ): Promise<ChildOutcome> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('TAP')));
+  // Without tap's runner variables, and without its process-info hooks: a child that imports tap
+  // with them would act as a second coverage root and overwrite the suite's coverage data.
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(
+      ([name]) => !name.startsWith('TAP') && !name.startsWith('_TAPJS_') && name !== 'NODE_OPTIONS' && name !== 'NODE_V8_COVERAGE',
+    ),
+  );
   const child = spawn(process.execPath, ['--import=tsx', '--input-type=module', '-e', script], {
     cwd: new URL('../..', import.meta.url).pathname,
     env,
