@@ -18,7 +18,15 @@ export const customerAccountEventSchemas = {
     .object({ customer_id: z.string(), reference: z.string(), amount_wei: wei, transfers: z.array(transferSchema) })
     .strict(),
   FundsReserved: z
-    .object({ customer_id: z.string(), job_id: z.string(), amount_wei: wei, transfers: z.array(transferSchema) })
+    .object({
+      customer_id: z.string(),
+      job_id: z.string(),
+      amount_wei: wei,
+      transfers: z.array(transferSchema),
+      // Present when a gateway key with a rolling spend cap reserved: the key and the time it counts at.
+      key_id: z.string().optional(),
+      reserved_at: z.iso.datetime().optional(),
+    })
     .strict(),
   ReservationCaptured: z
     .object({

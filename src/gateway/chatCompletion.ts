@@ -105,8 +105,16 @@ export async function runChatCompletion(
   const { accounts, jobs, settings } = dependencies;
   const job = await prepareJob(dependencies, principal, request);
   const customerId = principal.customerId;
-  // 1. Reserve the worst case; a short balance refuses the request with nothing appended.
-  await executeAccountCommand(accounts, { type: 'Reserve', customerId, jobId: job.jobId, amountWei: job.quoteWei });
+  // 1. Reserve the worst case; a short balance or an exhausted spend cap refuses the request
+  //    with nothing appended.
+  const cap = principal.spendCap;
+  await executeAccountCommand(accounts, {
+    type: 'Reserve',
+    customerId,
+    jobId: job.jobId,
+    amountWei: job.quoteWei,
+    ...(cap === null ? {} : { spendCap: { keyId: principal.keyId, limitWei: cap.limitWei, windowSeconds: cap.windowSeconds, at: dependencies.now() } }),
+  });
   // 2. Record the job. A duplicate job id loses here and never touches the other job's reservation.
   await executeJobCommand(jobs, {
     type: 'StartJob',

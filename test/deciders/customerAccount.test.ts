@@ -251,6 +251,7 @@ t.test('after the reservation is resolved', async (t) => {
       availableWei: 900n,
       reservedWei: 0n,
       openReservations: new Map(),
+      spend: [],
     });
   });
 });
@@ -294,3 +295,55 @@ t.test('evolve is total and pure', async (t) => {
 function snapshot(state: CustomerAccountState): string {
   return JSON.stringify(state, (_key, value: unknown) => (typeof value === 'bigint' ? String(value) : value instanceof Map ? [...value] : value));
 }
+
+t.test('a gateway key with a rolling spend cap', async (t) => {
+  const keyId = 'gk-1';
+  const at = new Date('2026-11-25T12:00:00.000Z');
+  const cap = (limitWei: bigint, when: Date = at) => ({ keyId, limitWei, windowSeconds: 3600, at: when });
+  const cappedReserve = (jobId: string, amountWei: bigint, limitWei: bigint, when: Date = at): CustomerAccountCommand => ({
+    type: 'Reserve',
+    customerId,
+    jobId,
+    amountWei,
+    spendCap: cap(limitWei, when),
+  });
+  const cappedReserved = (jobId: string, amountWei: string, when: Date = at): CustomerAccountEvent => {
+    const event = reservedFor(jobId, amountWei);
+    return { type: 'FundsReserved', data: { ...(event.data as Extract<CustomerAccountEvent, { type: 'FundsReserved' }>['data']), key_id: keyId, reserved_at: when.toISOString() } };
+  };
+  const funded = [created, deposited('ref-0', '1000')];
+
+  t.test('reserves within the cap and records the key and time', async () =>
+    account.given(funded).when(cappedReserve('job-1', 300n, 500n)).then([cappedReserved('job-1', '300')]));
+  t.test('exactly at the cap is allowed', async () =>
+    account.given([...funded, cappedReserved('job-1', '300')]).when(cappedReserve('job-2', 200n, 500n)).then([cappedReserved('job-2', '200')]));
+  t.test('open reservations count against the cap', async () =>
+    account.given([...funded, cappedReserved('job-1', '300')]).when(cappedReserve('job-2', 201n, 500n)).thenThrows('gateway_spend_cap_exceeded'));
+  t.test('a capture counts its cost, not the reservation', async () =>
+    account
+      .given([
+        ...funded,
+        cappedReserved('job-1', '300'),
+        captured('job-1', { reserved: '300', cost: '100', node: '90', fee: '10', released: '200' }, [
+          { from: reserved, to: nodePayable, amount_wei: '90' },
+          { from: reserved, to: accounts.protocolFees, amount_wei: '10' },
+          { from: reserved, to: available, amount_wei: '200' },
+        ]),
+      ])
+      .when(cappedReserve('job-2', 400n, 500n))
+      .then([cappedReserved('job-2', '400')]));
+  t.test('a release frees the cap', async () =>
+    account
+      .given([...funded, cappedReserved('job-1', '300'), released('job-1', '300', 'timeout')])
+      .when(cappedReserve('job-2', 500n, 500n))
+      .then([cappedReserved('job-2', '500')]));
+  t.test('spend outside the window no longer counts', async () => {
+    const later = new Date(at.getTime() + 3601_000);
+    return account.given([...funded, cappedReserved('job-1', '500')]).when(cappedReserve('job-2', 500n, 500n, later)).then([cappedReserved('job-2', '500', later)]);
+  });
+  t.test("another key's spend does not count", async () =>
+    account
+      .given([...funded, cappedReserved('job-1', '500')])
+      .when({ type: 'Reserve', customerId, jobId: 'job-2', amountWei: 500n, spendCap: { ...cap(500n), keyId: 'gk-2' } })
+      .then([{ type: 'FundsReserved', data: { ...(reservedFor('job-2', '500').data as object), key_id: 'gk-2', reserved_at: at.toISOString() } } as CustomerAccountEvent]));
+});

@@ -210,6 +210,18 @@ t.test('refusals: each in the OpenAI envelope with its code, and no money moved'
   t.equal((await account(customer)).balance_wei, '100000');
 });
 
+t.test('a rolling spend cap refuses the request that would exceed it, before any money moves', async (t) => {
+  // The quote is 278,000 wei and a completion costs 84,000: the cap allows one request, not two.
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000', spendCap: { wei: '300000', windowSeconds: 3600 } });
+  await client(customer.apiKey).chat.completions.create(chatBody);
+  await settled();
+  const before = await ledger.ledger.store.headPosition();
+  await t.rejects(client(customer.apiKey).chat.completions.create(chatBody), { status: 402, code: 'gateway_spend_cap_exceeded' });
+  t.equal(await ledger.ledger.store.headPosition(), before, 'nothing appended');
+  const other = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000', allowedModels: ['another-model'] });
+  await t.rejects(client(other.apiKey).chat.completions.create(chatBody), { status: 403, code: 'gateway_api_key_scope_denied' }, 'a model the key may not use');
+});
+
 t.test('a priced model no node can serve answers 503 no_healthy_candidates', async (t) => {
   await ledger.app.inject({
     method: 'PUT',

@@ -50,7 +50,7 @@ export async function startTestNode(ledger: TestLedger, controlPlaneUrl: string,
 
 export async function fundedCustomerWithKey(
   ledger: TestLedger,
-  options: { depositWei: string; scopes?: string[]; allowedModels?: string[] },
+  options: { depositWei: string; scopes?: string[]; allowedModels?: string[]; spendCap?: { wei: string; windowSeconds: number } },
 ): Promise<{ customerId: string; customerToken: string; apiKey: string; keyId: string }> {
   const customer = await createCustomer(ledger);
   const admin = { 'x-b3iq-admin-token': ledger.adminToken };
@@ -67,7 +67,11 @@ export async function fundedCustomerWithKey(
     method: 'POST',
     url: `/v1/admin/customers/${customer.customerId}/gateway-keys`,
     headers: admin,
-    payload: { scopes: options.scopes ?? ['chat', 'models'], ...(options.allowedModels ? { allowed_models: options.allowedModels } : {}) },
+    payload: {
+      scopes: options.scopes ?? ['chat', 'models'],
+      ...(options.allowedModels ? { allowed_models: options.allowedModels } : {}),
+      ...(options.spendCap ? { spend_cap_wei: options.spendCap.wei, spend_cap_window_seconds: options.spendCap.windowSeconds } : {}),
+    },
   });
   if (key.statusCode !== 201) throw new Error(`gateway key failed: ${key.body}`);
   const body = key.json<{ api_key: string; key_id: string }>();

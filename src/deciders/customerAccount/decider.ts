@@ -2,6 +2,7 @@ import { DomainError, invariant } from '../../errors.ts';
 import { accounts, type CustomerAccountEvent, type Transfer } from '../../events/customerAccount.ts';
 import { formatWei, maxWei, splitCost } from '../../money.ts';
 import { assertNever, type Decider } from '../decider.ts';
+import { recordSpend, settleSpend, spentInWindow, type SpendEntry } from './spend.ts';
 
 /**
  * The customer account: prepaid funds and two-phase reservations (TigerBeetle's pending → post or
@@ -11,9 +12,17 @@ import { assertNever, type Decider } from '../decider.ts';
 export type CustomerAccountCommand =
   | { type: 'CreateCustomer'; customerId: string }
   | { type: 'Deposit'; customerId: string; reference: string; amountWei: bigint }
-  | { type: 'Reserve'; customerId: string; jobId: string; amountWei: bigint }
+  | { type: 'Reserve'; customerId: string; jobId: string; amountWei: bigint; spendCap?: SpendCap }
   | { type: 'Capture'; customerId: string; jobId: string; costWei: bigint; nodeId: string; nodeShareBps: number }
   | { type: 'Release'; customerId: string; jobId: string; reason: string };
+
+/** A gateway key's rolling cap, checked at the reserve step; `at` is the request's time. */
+export interface SpendCap {
+  keyId: string;
+  limitWei: bigint;
+  windowSeconds: number;
+  at: Date;
+}
 
 export type CustomerAccountState =
   | { status: 'absent' }
@@ -24,6 +33,8 @@ export type CustomerAccountState =
       reservedWei: bigint;
       /** Only reservations not yet resolved, so the state stays as small as the open work. */
       openReservations: ReadonlyMap<string, bigint>;
+      /** Recent spend of capped gateway keys, for their rolling windows. */
+      spend: readonly SpendEntry[];
     };
 
 type OpenState = Extract<CustomerAccountState, { status: 'open' }>;
@@ -84,11 +95,21 @@ function reserve(command: Extract<CustomerAccountCommand, { type: 'Reserve' }>, 
       `Available balance ${formatWei(state.availableWei)} wei cannot cover ${formatWei(command.amountWei)} wei`,
     );
   }
+  const cap = command.spendCap;
+  if (cap !== undefined) {
+    const spentWei = spentInWindow(state.spend, cap.keyId, cap.at.getTime(), cap.windowSeconds);
+    if (spentWei + command.amountWei > cap.limitWei) {
+      throw new DomainError(
+        'gateway_spend_cap_exceeded',
+        `The key spent ${formatWei(spentWei)} wei in its ${cap.windowSeconds} s window; ${formatWei(command.amountWei)} more exceeds its cap of ${formatWei(cap.limitWei)} wei`,
+      );
+    }
+  }
   const customerId = state.customerId;
   const transfers = [transfer(accounts.customerAvailable(customerId), accounts.customerReserved(customerId), command.amountWei)];
-  return [
-    { type: 'FundsReserved', data: { customer_id: customerId, job_id: command.jobId, amount_wei: formatWei(command.amountWei), transfers } },
-  ];
+  const data = { customer_id: customerId, job_id: command.jobId, amount_wei: formatWei(command.amountWei), transfers };
+  if (cap === undefined) return [{ type: 'FundsReserved', data }];
+  return [{ type: 'FundsReserved', data: { ...data, key_id: cap.keyId, reserved_at: cap.at.toISOString() } }];
 }
 
 function capture(command: Extract<CustomerAccountCommand, { type: 'Capture' }>, state: OpenState): CustomerAccountEvent[] {
@@ -140,7 +161,7 @@ function release(command: Extract<CustomerAccountCommand, { type: 'Release' }>, 
 /** Total: every event type changes the state, and nothing here throws on a well-formed log. */
 export function evolve(state: CustomerAccountState, event: CustomerAccountEvent): CustomerAccountState {
   if (event.type === 'CustomerCreated') {
-    return { status: 'open', customerId: event.data.customer_id, availableWei: 0n, reservedWei: 0n, openReservations: new Map() };
+    return { status: 'open', customerId: event.data.customer_id, availableWei: 0n, reservedWei: 0n, openReservations: new Map(), spend: [] };
   }
   if (state.status !== 'open') return state;
   switch (event.type) {
@@ -149,21 +170,32 @@ export function evolve(state: CustomerAccountState, event: CustomerAccountEvent)
     case 'FundsReserved': {
       const amountWei = BigInt(event.data.amount_wei);
       const openReservations = new Map(state.openReservations).set(event.data.job_id, amountWei);
-      return { ...state, availableWei: state.availableWei - amountWei, reservedWei: state.reservedWei + amountWei, openReservations };
+      const { key_id: keyId, reserved_at: reservedAt } = event.data;
+      const spend =
+        keyId === undefined || reservedAt === undefined
+          ? state.spend
+          : recordSpend(state.spend, { jobId: event.data.job_id, keyId, atMs: Date.parse(reservedAt), amountWei });
+      return { ...state, availableWei: state.availableWei - amountWei, reservedWei: state.reservedWei + amountWei, openReservations, spend };
     }
     case 'ReservationCaptured':
-      return resolveReservation(state, event.data.job_id, BigInt(event.data.reserved_wei), BigInt(event.data.released_wei));
+      return resolveReservation(state, event.data.job_id, BigInt(event.data.reserved_wei), BigInt(event.data.released_wei), BigInt(event.data.cost_wei));
     case 'ReservationReleased':
-      return resolveReservation(state, event.data.job_id, BigInt(event.data.amount_wei), BigInt(event.data.amount_wei));
+      return resolveReservation(state, event.data.job_id, BigInt(event.data.amount_wei), BigInt(event.data.amount_wei), 0n);
     default:
       return assertNever(event);
   }
 }
 
-function resolveReservation(state: OpenState, jobId: string, reservedWei: bigint, returnedWei: bigint): OpenState {
+function resolveReservation(state: OpenState, jobId: string, reservedWei: bigint, returnedWei: bigint, costWei: bigint): OpenState {
   const openReservations = new Map(state.openReservations);
   openReservations.delete(jobId);
-  return { ...state, availableWei: state.availableWei + returnedWei, reservedWei: state.reservedWei - reservedWei, openReservations };
+  return {
+    ...state,
+    availableWei: state.availableWei + returnedWei,
+    reservedWei: state.reservedWei - reservedWei,
+    openReservations,
+    spend: settleSpend(state.spend, jobId, costWei),
+  };
 }
 
 export const customerAccountDecider: Decider<CustomerAccountCommand, CustomerAccountEvent, CustomerAccountState> = {
