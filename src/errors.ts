@@ -44,12 +44,15 @@ export type ErrorCode = keyof typeof errorCodes;
 export class DomainError extends Error {
   readonly code: ErrorCode;
   readonly param: string | null;
+  /** Response headers the refusal needs, such as Retry-After on 429. */
+  readonly headers: Readonly<Record<string, string>>;
 
-  constructor(code: ErrorCode, detail: string, param: string | null = null) {
+  constructor(code: ErrorCode, detail: string, param: string | null = null, headers: Record<string, string> = {}) {
     super(detail);
     this.name = 'DomainError';
     this.code = code;
     this.param = param;
+    this.headers = headers;
   }
 
   get status(): number {

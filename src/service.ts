@@ -35,7 +35,14 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const runner = new ProjectionRunner(ledger.store, ledger.db, allProjections, {
     onError: (error) => app.log.error({ err: error }, 'projection runner failed; retrying'),
   });
-  const settings = { ...defaultSettings, nodeShareBps: config.nodeShareBps, bodyLimitBytes: config.bodyLimitBytes };
+  const settings = {
+    ...defaultSettings,
+    nodeShareBps: config.nodeShareBps,
+    bodyLimitBytes: config.bodyLimitBytes,
+    defaultMaxTokens: config.defaultMaxTokens,
+    requestsPerMinute: config.requestsPerMinute,
+    maxConcurrentStreams: config.maxConcurrentStreams,
+  };
   const app = await buildApp({ ...createAppDependencies(ledger, runner, adminToken.hash, settings), logger });
   await runner.catchUp();
   runner.start();

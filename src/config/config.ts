@@ -10,6 +10,9 @@ export interface ServiceConfig {
   nodeShareBps: number;
   bodyLimitBytes: number;
   logLevel: string;
+  defaultMaxTokens: number;
+  requestsPerMinute: number;
+  maxConcurrentStreams: number;
 }
 
 export interface ConfigOverrides {
@@ -27,6 +30,9 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     nodeShareBps: integer('B3IQ_NODE_SHARE_BPS', env['B3IQ_NODE_SHARE_BPS'], 9000, 0, 10_000),
     bodyLimitBytes: integer('B3IQ_BODY_LIMIT_BYTES', env['B3IQ_BODY_LIMIT_BYTES'], 1_048_576, 1024, 64 * 1_048_576),
     logLevel: env['LOG_LEVEL'] ?? 'info',
+    defaultMaxTokens: integer('B3IQ_DEFAULT_MAX_TOKENS', env['B3IQ_DEFAULT_MAX_TOKENS'], 1024, 1, 1_000_000),
+    requestsPerMinute: integer('B3IQ_GATEWAY_REQUESTS_PER_MINUTE', env['B3IQ_GATEWAY_REQUESTS_PER_MINUTE'], 600, 1, 10_000_000),
+    maxConcurrentStreams: integer('B3IQ_GATEWAY_MAX_STREAMS_PER_KEY', env['B3IQ_GATEWAY_MAX_STREAMS_PER_KEY'], 16, 1, 100_000),
   };
 }
 

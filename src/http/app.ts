@@ -22,6 +22,7 @@ import { gatewayKeyRoutes } from './routes/gatewayKeys.ts';
 import { gatewayRoutes } from './routes/gateway.ts';
 import { receiptRoutes } from './routes/receipts.ts';
 import type { GatewaySettings } from '../gateway/chatCompletion.ts';
+import type { KeyLimitSettings } from './keyLimits.ts';
 import type { EventStore } from '../eventStore/port.ts';
 import { requireAdmin, type CustomerCredentialCheck } from './auth.ts';
 import { installErrorHandling } from './plugins/errors.ts';
@@ -40,7 +41,7 @@ export interface ProjectionProgress {
   waitFor(position: bigint, timeoutMs: number): Promise<boolean>;
 }
 
-export interface AppSettings extends GatewaySettings {
+export interface AppSettings extends GatewaySettings, KeyLimitSettings {
   nodeShareBps: number;
   bodyLimitBytes: number;
   /** How long a command waits for its events to reach the projections before it answers. */
@@ -76,6 +77,8 @@ export const defaultSettings: AppSettings = {
   maxDispatchAttempts: 3,
   headersTimeoutMs: 30_000,
   maxResponseBytes: 8 * 1_048_576,
+  requestsPerMinute: 600,
+  maxConcurrentStreams: 16,
 };
 
 /** Secrets can arrive in these headers; the logger never writes them, whatever its level. */

@@ -27,6 +27,7 @@ export function installErrorHandling(app: FastifyInstance): void {
     const translated = translate(error);
     if (translated.code === 'internal_error') request.log.error({ err: error }, 'unhandled error');
     const { status, body } = errorResponse(surfaceOf(request.url), translated.code, translated.detail, translated.param);
+    if (error instanceof DomainError) void reply.headers(error.headers);
     void reply.code(status).type('application/json; charset=utf-8').send(body);
   });
   app.setNotFoundHandler((request, reply) => {

@@ -4,6 +4,7 @@ import { chatRequestSchema } from '../../gateway/chatRequest.ts';
 import { runChatCompletion, type ChatDependencies } from '../../gateway/chatCompletion.ts';
 import type { AppDependencies } from '../app.ts';
 import { requireGatewayKey } from '../gatewayAuth.ts';
+import { KeyLimits } from '../keyLimits.ts';
 import { modelListResponse, openAiErrorResponse } from '../gatewaySchemas.ts';
 
 const bearer = [{ gatewayKey: [] }];
@@ -16,6 +17,7 @@ const errors = {
   409: openAiErrorResponse,
   413: openAiErrorResponse,
   415: openAiErrorResponse,
+  429: openAiErrorResponse,
   502: openAiErrorResponse,
   503: openAiErrorResponse,
 };
@@ -48,12 +50,14 @@ export function gatewayRoutes(dependencies: AppDependencies): FastifyPluginAsync
     settings: dependencies.settings,
     now,
   };
+  const limits = new KeyLimits(dependencies.settings);
   return async (app) => {
     app.get(
       '/v1/models',
       { schema: { summary: 'Models at least one eligible, benchmarked node can serve', security: bearer, response: { 200: modelListResponse, ...errors } } },
       async (request) => {
-        await requireGatewayKey(request, dependencies.gatewayKeyResolver, 'models', now().getTime());
+        const principal = await requireGatewayKey(request, dependencies.gatewayKeyResolver, 'models', now().getTime());
+        limits.takeRequest(principal.keyId, now().getTime());
         const models = await dependencies.nodeDirectory.listedModels(now());
         return { object: 'list' as const, data: models.map((model) => ({ ...model, object: 'model' as const, owned_by: 'b3iq' as const })) };
       },
@@ -71,16 +75,22 @@ export function gatewayRoutes(dependencies: AppDependencies): FastifyPluginAsync
       },
       async (request, reply) => {
         const principal = await requireGatewayKey(request, dependencies.gatewayKeyResolver, 'chat', now().getTime());
+        limits.takeRequest(principal.keyId, now().getTime());
+        const releaseStream = request.body.stream === true ? limits.openStream(principal.keyId) : () => {};
         let tookOver = false;
-        await runChatCompletion(chat, principal, request.body, {
-          request: request.raw,
-          response: reply.raw,
-          takeOver: () => {
-            if (!tookOver) reply.hijack();
-            tookOver = true;
-          },
-          tookOver: () => tookOver,
-        });
+        try {
+          await runChatCompletion(chat, principal, request.body, {
+            request: request.raw,
+            response: reply.raw,
+            takeOver: () => {
+              if (!tookOver) reply.hijack();
+              tookOver = true;
+            },
+            tookOver: () => tookOver,
+          });
+        } finally {
+          releaseStream();
+        }
         return reply;
       },
     );
