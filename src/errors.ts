@@ -18,6 +18,7 @@ export const errorCodes = {
   capture_exceeds_reservation: 400,
   idempotency_key_reused: 409,
   idempotency_key_in_use: 409,
+  idempotency_result_unavailable: 409,
   gateway_key_already_exists: 409,
   gateway_api_key_scope_denied: 403,
   gateway_spend_cap_exceeded: 402,

@@ -1,7 +1,8 @@
 import { jobDecider, type JobCommand, type JobState } from '../deciders/job/decider.ts';
 import { DomainError } from '../errors.ts';
 import { jobStreamName, parseJobEvent, type JobEvent } from '../events/job.ts';
-import { handleCommand, type CommandContext, type CommandOutcome, type CommandSpec } from './handleCommand.ts';
+import type { JsonObject } from '../eventStore/port.ts';
+import { handleCommand, loadAggregateState, type CommandContext, type CommandOutcome, type CommandSpec } from './handleCommand.ts';
 
 export type JobContext = CommandContext<JobState>;
 
@@ -11,11 +12,15 @@ const jobSpec: CommandSpec<JobCommand, JobEvent, JobState> = {
   decider: jobDecider,
   streamName: (command) => jobStreamName(jobId(command)),
   operationKey: (command) => (command.type === 'StartJob' ? 'start' : 'finish'),
-  intent: (command) => ({ type: command.type }),
+  intent: (command): JsonObject => (command.type === 'StartJob' ? { type: command.type, attempt: command.attemptId } : { type: command.type }),
   reusedKeyError: (command) => new DomainError('idempotency_key_in_use', `Job ${jobId(command)} already exists`),
   parseEvent: (type, data) => parseJobEvent(type, data),
 };
 
 export function executeJobCommand(context: JobContext, command: JobCommand): Promise<CommandOutcome<JobState>> {
   return handleCommand(context, jobSpec, command);
+}
+
+export function readJobState(context: JobContext, jobId: string): Promise<JobState> {
+  return loadAggregateState(context, jobSpec, jobStreamName(jobId));
 }

@@ -24,6 +24,9 @@ export const jobEventSchemas = {
     policy_version: z.string(),
     prompt_price_per_million_wei: wei,
     completion_price_per_million_wei: wei,
+    // SHA-256 of the canonical request, present when the client sent an Idempotency-Key: it is how a
+    // replay is told from a different request under the same key.
+    request_sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
   }),
   JobRouted: z.strictObject({ job_id: z.string(), node_id: z.string(), attempt: z.number().int().positive() }),
   JobDispatchFailed: z.strictObject({ job_id: z.string(), node_id: z.string(), attempt: z.number().int().positive(), reason: z.string() }),

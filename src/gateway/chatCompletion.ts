@@ -1,7 +1,8 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { canonicalJson } from '../canonicalJson.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { executeAccountCommand, type CustomerAccountContext } from '../commands/customerAccount.ts';
-import { executeJobCommand, type JobContext } from '../commands/job.ts';
+import { executeJobCommand, readJobState, type JobContext } from '../commands/job.ts';
 import { readModelPrice, type ModelPriceContext } from '../commands/node.ts';
 import type { JobOutcome } from '../deciders/job/decider.ts';
 import { DomainError } from '../errors.ts';
@@ -12,6 +13,7 @@ import type { NodeDirectory, RouteCandidate } from '../router/directory.ts';
 import { dispatchWithFailover, readBody } from '../router/dispatch.ts';
 import { nodeRequestBody, promptTokenBound, type ChatRequest } from './chatRequest.ts';
 import { checkReceipt, type DispatchTerms, type Usage } from './receiptCheck.ts';
+import { recordResponse, type ReplayCache } from './replayCache.ts';
 import { relayStream } from './streamRelay.ts';
 
 export interface GatewaySettings {
@@ -23,6 +25,7 @@ export interface GatewaySettings {
 }
 
 export interface ChatDependencies {
+  replays: ReplayCache;
   accounts: CustomerAccountContext;
   jobs: JobContext;
   modelPrices: ModelPriceContext;
@@ -68,7 +71,12 @@ interface Served {
  * Steps 1–2 of a paid chat: everything that can refuse the request does so here, before any money
  * moves — model access, price, the customer's ceiling, and whether any node can serve it.
  */
-export async function prepareJob(dependencies: ChatDependencies, principal: GatewayPrincipal, request: ChatRequest): Promise<PreparedJob> {
+export async function prepareJob(
+  dependencies: ChatDependencies,
+  principal: GatewayPrincipal,
+  request: ChatRequest,
+  idempotentJobId: string | null,
+): Promise<PreparedJob> {
   const modelId = request.model;
   if (principal.allowedModels !== null && !principal.allowedModels.includes(modelId)) {
     throw new DomainError('gateway_api_key_scope_denied', `The gateway key may not use model ${modelId}`);
@@ -88,7 +96,7 @@ export async function prepareJob(dependencies: ChatDependencies, principal: Gate
   }
   const candidates = await dependencies.nodeDirectory.candidates(modelId, dependencies.now());
   if (candidates.length === 0) throw new DomainError('no_healthy_candidates', `No node can serve ${modelId} right now`);
-  const jobId = request.b3iq?.job_id ?? `job_${randomBytes(12).toString('hex')}`;
+  const jobId = request.b3iq?.job_id ?? idempotentJobId ?? `job_${randomBytes(12).toString('hex')}`;
   return { jobId, modelId, maxTokens, quoteWei, pricing, policyVersion: price.policyVersion, candidates };
 }
 
@@ -101,10 +109,14 @@ export async function runChatCompletion(
   principal: GatewayPrincipal,
   request: ChatRequest,
   connection: Connection,
+  idempotencyKey: string | null = null,
 ): Promise<void> {
   const { accounts, jobs, settings } = dependencies;
-  const job = await prepareJob(dependencies, principal, request);
   const customerId = principal.customerId;
+  // 0. A request under a known Idempotency-Key is answered from its first run, or refused.
+  const idempotency = idempotencyKey === null ? null : await checkIdempotency(dependencies, customerId, request, idempotencyKey, connection);
+  if (idempotency?.replayed === true) return;
+  const job = await prepareJob(dependencies, principal, request, idempotency?.jobId ?? null);
   // 1. Reserve the worst case; a short balance or an exhausted spend cap refuses the request
   //    with nothing appended.
   const cap = principal.spendCap;
@@ -128,8 +140,11 @@ export async function runChatCompletion(
       quoted_price_wei: formatWei(job.quoteWei),
       policy_version: job.policyVersion,
       ...job.pricing,
+      ...(idempotency === null ? {} : { request_sha256: idempotency.requestSha256 }),
     },
+    attemptId: randomBytes(12).toString('hex'),
   });
+  const recorded = idempotency === null ? null : recordResponse(connection.response, settings.maxResponseBytes);
   const aborted = new AbortController();
   connection.response.once('close', () => {
     if (!connection.response.writableFinished) aborted.abort();
@@ -168,6 +183,44 @@ export async function runChatCompletion(
   }
   // 5. Answer last, so everything the answer refers to (the receipt, the charge) is in the log.
   serving?.finish(outcome);
+  const body = recorded?.();
+  if (idempotency !== null && body !== null && body !== undefined && serving !== null) {
+    const contentType = request.stream === true ? 'text/event-stream; charset=utf-8' : 'application/json; charset=utf-8';
+    dependencies.replays.put(job.jobId, idempotency.requestSha256, contentType, body, dependencies.now().getTime());
+  }
+}
+
+/**
+ * The key is stored only as part of a hash: the job id is derived from the customer and the key.
+ * A finished job with the same request is replayed from memory; a running one, another request
+ * under the key, or a result no longer held are refused.
+ */
+async function checkIdempotency(
+  dependencies: ChatDependencies,
+  customerId: string,
+  request: ChatRequest,
+  idempotencyKey: string,
+  connection: Connection,
+): Promise<{ jobId: string; requestSha256: string; replayed: boolean }> {
+  const jobId = `job_${createHash('sha256').update(`${customerId}\n${idempotencyKey}`).digest('hex').slice(0, 24)}`;
+  const requestSha256 = createHash('sha256').update(canonicalJson(request)).digest('hex');
+  const state = await readJobState(dependencies.jobs, request.b3iq?.job_id ?? jobId);
+  if (state.status === 'absent') return { jobId, requestSha256, replayed: false };
+  if (state.customerId !== customerId || state.requestSha256 !== requestSha256) {
+    throw new DomainError('idempotency_key_reused', 'This Idempotency-Key was used with a different request');
+  }
+  if (state.status === 'started') throw new DomainError('idempotency_key_in_use', 'The first request with this Idempotency-Key is still running');
+  const stored = dependencies.replays.get(state.jobId, dependencies.now().getTime());
+  if (stored === null) {
+    throw new DomainError(
+      'idempotency_result_unavailable',
+      'The first request under this Idempotency-Key failed or its result is no longer held; it was billed at most once. Use a new key to run it again',
+    );
+  }
+  connection.takeOver();
+  connection.response.writeHead(200, { 'content-type': stored.contentType, 'content-length': stored.body.length, 'idempotent-replayed': 'true' });
+  connection.response.end(stored.body);
+  return { jobId, requestSha256, replayed: true };
 }
 
 type Serving = { candidate: RouteCandidate; served: Served; finish: (outcome: JobOutcome) => void };

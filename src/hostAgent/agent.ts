@@ -48,6 +48,9 @@ async function assemble(settings: HostAgentSettings, options: HostAgentOptions):
     logger: loggerOptions(options.logger),
     bodyLimit: settings.bodyLimitBytes,
     routerOptions: { ignoreTrailingSlash: false },
+    // close() must not wait on a client that opened a connection and never sent a request: the
+    // jobs in flight are aborted anyway (preClose below).
+    forceCloseConnections: true,
   });
   const client = new HttpClient();
   const receipts = await ReceiptLog.open(settings.dataDir, settings.maxRecentReceipts, (error) =>

@@ -7,6 +7,7 @@ import type { ForwardedRequest } from './dispatch.ts';
 import { errorBody, sendError } from './errors.ts';
 import { errorCodeOf, readBounded, type HttpClient } from './httpClient.ts';
 import { endpoint, type HostAgentSettings } from './options.ts';
+import type { ModelProfiles } from './profiles.ts';
 import { buildReceipt, sha256Hex, usageOf, type ReceiptLog, type Usage } from './receipts.ts';
 import { readFrame, SseFrameSplitter } from './sse.ts';
 
@@ -18,6 +19,7 @@ import { readFrame, SseFrameSplitter } from './sse.ts';
 
 export interface CompletionContext {
   settings: HostAgentSettings;
+  profiles: ModelProfiles;
   identity: NodeIdentity;
   nodeId: string;
   client: HttpClient;
@@ -83,10 +85,13 @@ export async function forwardCompletion(
     response = await upstream.response;
   } catch (error) {
     log.warn({ job_id: forwarded.dispatch.job_id, reason: errorCodeOf(error) }, 'runtime unreachable');
+    context.profiles.invalidate();
     return void sendError(reply, 'runtime_unavailable', 'The model runtime did not answer');
   }
   const status = response.statusCode ?? 0;
   if (status < 200 || status >= 300) return refuseRuntimeFailure(response, status, reply, log, forwarded);
+  // Attaching a 'data' listener starts the flow; the readers below attach theirs in this same
+  // tick, before any chunk can be emitted, so none is missed.
   response.once('data', () => timer.markFirstByte());
   if (forwarded.stream) return streamCompletion(context, forwarded, timer, response, reply, log);
   return answerCompletion(context, forwarded, timer, response, reply, log);
@@ -199,7 +204,23 @@ async function streamCompletion(
   const raw = reply.raw;
   raw.writeHead(200, sseHeaders);
   raw.flushHeaders();
-  const end = await relayFrames(response, raw);
+  try {
+    await finishStream(context, forwarded, timer, await relayFrames(response, raw), raw, log);
+  } catch (error) {
+    // Hijacked: the error handler can no longer answer, so the stream is cut and the bug logged.
+    log.error({ job_id: forwarded.dispatch.job_id, errorName: (error as Error).name }, 'stream completion failed');
+    raw.destroy();
+  }
+}
+
+async function finishStream(
+  context: CompletionContext,
+  forwarded: ForwardedRequest,
+  timer: JobTimer,
+  end: StreamEnd,
+  raw: FastifyReply['raw'],
+  log: FastifyBaseLogger,
+): Promise<void> {
   if (raw.destroyed) return;
   if (end.kind === 'dropped') {
     // No [DONE]: the router must be able to tell a cut-off stream from a finished one.

@@ -76,17 +76,17 @@ export interface HeartbeatSource {
 
 /** Probes the runtime, then sends one signed heartbeat. Never throws: a failure waits for the next tick. */
 export async function sendHeartbeat(source: HeartbeatSource): Promise<boolean> {
-  await source.profiles.refresh();
-  const payload = {
-    version: 'b3iq-heartbeat-v1',
-    node_id: source.nodeId,
-    sent_at: source.now().toISOString(),
-    endpoint_url: source.endpointUrl,
-    queue_health: source.queue.health,
-    queue_depth: source.queue.depth,
-    profiles: source.profiles.current(),
-  };
   try {
+    await source.profiles.refresh();
+    const payload = {
+      version: 'b3iq-heartbeat-v1',
+      node_id: source.nodeId,
+      sent_at: source.now().toISOString(),
+      endpoint_url: source.endpointUrl,
+      queue_health: source.queue.health,
+      queue_depth: source.queue.depth,
+      profiles: source.profiles.current(),
+    };
     const url = endpoint(source.controlPlaneUrl, `/v1/nodes/${source.nodeId}/heartbeats`);
     const response = await postJson(source.client, url, signDocument(payload, (bytes) => source.identity.sign(bytes)));
     if (response.status === 202) return true;

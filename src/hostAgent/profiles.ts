@@ -84,6 +84,11 @@ export class ModelProfiles {
     return this.#probing;
   }
 
+  /** Forgets the cached probe result, e.g. after the runtime refused a connection. */
+  invalidate(): void {
+    this.#probedAt = Number.NEGATIVE_INFINITY;
+  }
+
   /** Probes only when the last result is older than a couple of seconds. */
   async refreshIfStale(): Promise<void> {
     if (performance.now() - this.#probedAt >= probeCacheMs) await this.refresh();

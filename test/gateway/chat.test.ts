@@ -222,6 +222,35 @@ t.test('a rolling spend cap refuses the request that would exceed it, before any
   await t.rejects(client(other.apiKey).chat.completions.create(chatBody), { status: 403, code: 'gateway_api_key_scope_denied' }, 'a model the key may not use');
 });
 
+t.test('Idempotency-Key: a replay returns the first result and bills once; another body or a running original is refused', async (t) => {
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000' });
+  const openai = client(customer.apiKey);
+  const first = await openai.chat.completions.create(chatBody, { headers: { 'Idempotency-Key': 'order-1' } });
+  await settled();
+  const charged = await account(customer);
+  const again = await openai.chat.completions.create(chatBody, { headers: { 'Idempotency-Key': 'order-1' } });
+  t.same(again, first, 'the same completion, receipt hash included');
+  await settled();
+  t.same(await account(customer), charged, 'billed once');
+  await t.rejects(openai.chat.completions.create({ ...chatBody, max_tokens: 31 }, { headers: { 'Idempotency-Key': 'order-1' } }), {
+    status: 409,
+    code: 'idempotency_key_reused',
+  });
+
+  t.teardown(() => {
+    fast.runtime.setOptions({ firstTokenDelayMs: 0 });
+    slow.runtime.setOptions({ firstTokenDelayMs: 0 });
+  });
+  fast.runtime.setOptions({ firstTokenDelayMs: 400 });
+  slow.runtime.setOptions({ firstTokenDelayMs: 400 });
+  const running = openai.chat.completions.create(chatBody, { headers: { 'Idempotency-Key': 'order-2' } });
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  await t.rejects(openai.chat.completions.create(chatBody, { headers: { 'Idempotency-Key': 'order-2' } }), { status: 409, code: 'idempotency_key_in_use' });
+  await running;
+  const jobs = await ledger.ledger.db.selectFrom('jobs').select('job_id').where('customer_id', '=', customer.customerId).execute();
+  t.equal(jobs.length, 2, 'one job per key');
+});
+
 t.test('a priced model no node can serve answers 503 no_healthy_candidates', async (t) => {
   await ledger.app.inject({
     method: 'PUT',

@@ -1,18 +1,15 @@
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
-import { computeCostWei, verifySignedReceipt, type Receipt, type SignedReceipt } from '../../src/receipts/receipt.ts';
 import { splitCost } from '../../src/money.ts';
-import { nodeIdForPublicKey } from '../../src/hostAgent/nodeState.ts';
-import { signDispatch } from '../../src/router/dispatchSignature.ts';
+import { computeCostWei, verifySignedReceipt, type Receipt, type SignedReceipt } from '../../src/receipts/receipt.ts';
 import { within } from '../support/waiting.ts';
-import { callAgent, chatRequest, frameJson, framesOf, model, startAgentUnderTest, type AgentUnderTest } from './agentHarness.ts';
+import { callAgent, chatRequest, frameJson, framesOf, model, nodeIdOf, postChat, startAgentUnderTest, type AgentUnderTest } from './fixtures/agentHarness.ts';
 
 /**
  * The host agent on loopback in front of the dev runtime: router-signed dispatch, receipts for
- * non-stream and stream completions, refusals that never reach the runtime, and runtime faults.
+ * non-stream and stream completions, and runtime faults. Refusals are in refusals.test.ts.
  */
 
 const promptTokens = 6;
@@ -21,10 +18,6 @@ const expectedUsage = { prompt_tokens: promptTokens, completion_tokens: completi
 
 function sha256(text: string | Buffer): string {
   return createHash('sha256').update(text).digest('hex');
-}
-
-function nodeIdOf(subject: AgentUnderTest): string {
-  return nodeIdForPublicKey(subject.identity.publicKeyRaw);
 }
 
 /** Verifies the receipt with the node's key and returns its body. */
@@ -40,10 +33,6 @@ function expectedPrices(dispatch: ReturnType<typeof chatRequest>['b3iq_dispatch'
   const reserved = BigInt(dispatch.reserved_price_wei);
   const debited = cost < reserved ? cost : reserved;
   return { debited: debited.toString(), payout: splitCost(debited, dispatch.node_share_bps).nodePayableWei.toString() };
-}
-
-async function postChat(subject: AgentUnderTest, request: object) {
-  return callAgent(subject.agent.url, '/v1/chat/completions', JSON.stringify(request), subject.secret);
 }
 
 t.test('files: key, enrollment and receipts are owner-only; /health tells no URL or path', async (t) => {
@@ -158,62 +147,6 @@ t.test('stream: frames pass as they arrive; the receipt frame comes right before
   t.same(subject.agent.recentReceipts(), [b3iq['signed_receipt']]);
 });
 
-t.test('refusals: 401 for unsigned, wrong secret, replayed nonce, stale or tampered requests; the runtime sees none', async (t) => {
-  const subject = await startAgentUnderTest(t);
-  const { url } = subject.agent;
-  const path = '/v1/chat/completions';
-  const body = JSON.stringify(chatRequest(nodeIdOf(subject)));
-  const expectUnauthorized = async (what: string, response: Promise<Response>) => {
-    const answered = await response;
-    t.equal(answered.status, 401, what);
-    t.same(
-      await answered.json(),
-      { error: { message: 'A valid router signature is required', type: 'authentication_error', param: null, code: 'unauthorized' } },
-      `${what}: OpenAI-style error`,
-    );
-  };
-  await expectUnauthorized('unsigned', callAgent(url, path, body, subject.secret, { headers: {} }));
-  await expectUnauthorized('wrong secret', callAgent(url, path, body, subject.secret, { secret: Buffer.alloc(32, 7) }));
-  await expectUnauthorized('stale timestamp', callAgent(url, path, body, subject.secret, { now: new Date(Date.now() - 60_000) }));
-  const nonce = 'c2FtZS1ub25jZS10d2ljZQ';
-  const tampered = signedHeaders(subject, path, body);
-  await expectUnauthorized('tampered body', fetch(`${url}${path}`, { method: 'POST', headers: tampered, body: body.replace('"max_tokens":64', '"max_tokens":65') }));
-  await expectUnauthorized('local keys are not accepted yet', callAgent(url, path, body, subject.secret, { headers: { authorization: 'Bearer b3iq_local_x' } }));
-  t.equal(subject.runtime.stats().requests, 0, 'the runtime saw no request');
-
-  t.equal((await callAgent(url, path, body, subject.secret, { nonce })).status, 200, 'signed once: accepted');
-  await expectUnauthorized('replayed nonce', callAgent(url, path, body, subject.secret, { nonce }));
-  t.equal(subject.runtime.stats().requests, 1, 'only the accepted request reached the runtime');
-});
-
-/** Router headers signed over `body`; sending other bytes with them is tampering. */
-function signedHeaders(subject: AgentUnderTest, path: string, body: string): Record<string, string> {
-  return { ...signDispatch({ method: 'POST', path, body, secret: subject.secret, now: new Date() }), 'content-type': 'application/json' };
-}
-
-t.test('invalid dispatch terms: 400, nothing forwarded', async (t) => {
-  const subject = await startAgentUnderTest(t);
-  const nodeId = nodeIdOf(subject);
-  const cases: Array<[string, object, string]> = [
-    ['no b3iq_dispatch', (({ b3iq_dispatch: _terms, ...rest }) => rest)(chatRequest(nodeId)), 'b3iq_dispatch'],
-    ['another node', chatRequest(nodeId, { dispatch: { node_id: `node_${'0'.repeat(24)}` } }), 'b3iq_dispatch.node_id'],
-    ['unknown member', chatRequest(nodeId, { dispatch: { extra: 1 } }), 'b3iq_dispatch'],
-    ['money as a number', chatRequest(nodeId, { dispatch: { reserved_price_wei: 1000 } }), 'b3iq_dispatch.reserved_price_wei'],
-    ['another model', { ...chatRequest(nodeId), model: 'other' }, 'model'],
-  ];
-  for (const [what, request, param] of cases) {
-    const response = await postChat(subject, request);
-    t.equal(response.status, 400, what);
-    const body = (await response.json()) as { error: { code: string; param: string } };
-    t.equal(body.error.code, 'invalid_request', what);
-    t.equal(body.error.param, param, what);
-  }
-  const notJson = await callAgent(subject.agent.url, '/v1/chat/completions', '{"model":', subject.secret);
-  t.equal(notJson.status, 400);
-  t.equal(((await notJson.json()) as { error: { code: string } }).error.code, 'invalid_json');
-  t.equal(subject.runtime.stats().requests, 0);
-});
-
 t.test('runtime faults', async (t) => {
   const subject = await startAgentUnderTest(t);
   const nodeId = nodeIdOf(subject);
@@ -260,51 +193,4 @@ t.test('runtime faults', async (t) => {
     t.equal(response.status, 502);
     t.same(await (await fetch(`${subject.agent.url}/health`)).json(), { status: 'ok', node_id: nodeId, runtime_reachable: false });
   });
-});
-
-t.test('capacity: beyond maxConcurrent the agent answers 503 and the runtime is not asked', async (t) => {
-  const subject = await startAgentUnderTest(t, { runtime: { firstTokenDelayMs: 300 }, agent: { maxConcurrent: 1 } });
-  const nodeId = nodeIdOf(subject);
-  const first = postChat(subject, chatRequest(nodeId));
-  await within('the first request to reach the runtime', waitFor(() => subject.runtime.stats().requests === 1));
-  const second = await postChat(subject, chatRequest(nodeId));
-  t.equal(second.status, 503);
-  t.equal(((await second.json()) as { error: { code: string } }).error.code, 'service_unavailable');
-  t.equal((await first).status, 200);
-  t.equal(subject.runtime.stats().requests, 1);
-});
-
-async function waitFor(condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 5));
-}
-
-t.test('privacy: logs hold no prompt, output, secret, signature or runtime URL', async (t) => {
-  let logs = '';
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      logs += chunk.toString('utf8');
-      callback();
-    },
-  });
-  const subject = await startAgentUnderTest(t, { agent: { logger: { level: 'trace', stream } } });
-  const nodeId = nodeIdOf(subject);
-  const canary = 'canary-prompt-7f3a9c';
-  const body = JSON.stringify(chatRequest(nodeId, { prompt: canary }));
-  const path = '/v1/chat/completions';
-  const headers: Record<string, string> = { ...signedHeaders(subject, path, body), authorization: 'Bearer b3iq_local_secret' };
-  t.equal((await fetch(`${subject.agent.url}${path}`, { method: 'POST', headers, body })).status, 200);
-  t.equal((await postChat(subject, chatRequest(nodeId, { stream: true, prompt: canary }))).status, 200);
-  await subject.runtime.close();
-  t.equal((await postChat(subject, chatRequest(nodeId, { prompt: canary }))).status, 502);
-  t.match(logs, /completion receipt signed/, 'the logger was on');
-  const runtimePort = new URL(subject.runtime.url).port;
-  for (const secret of [canary, 'tok1 tok2', subject.secret.toString('base64url'), headers['x-b3iq-router-signature'], 'b3iq_local_secret', `:${runtimePort}`, subject.dataDir]) {
-    t.notOk(logs.includes(secret!), `logs do not contain ${secret === canary ? 'the prompt' : 'a secret, output, URL or path'}`);
-  }
-});
-
-t.test('a model runtime URL must be http(s); a runtime kind must be an identifier', async (t) => {
-  const { startHostAgent } = await import('../../src/hostAgent/agent.ts');
-  await t.rejects(startHostAgent({ runtimeUrl: 'file:///tmp/x', runtimeKind: 'vllm', dataDir: '/nonexistent', port: 0 }), TypeError);
-  await t.rejects(startHostAgent({ runtimeUrl: 'http://127.0.0.1:1', runtimeKind: 'has space', dataDir: '/nonexistent', port: 0 }), TypeError);
 });

@@ -27,10 +27,12 @@ export interface JobOutcome {
 }
 
 export type JobCommand =
-  | { type: 'StartJob'; request: Data<'JobRequested'> }
+  | { type: 'StartJob'; request: Data<'JobRequested'>; /** Unique per HTTP request, so two requests never share a start. */ attemptId: string }
   | { type: 'FinishJob'; jobId: string; outcome: JobOutcome };
 
-export type JobState = { status: 'absent' } | { status: 'started' | 'finished'; jobId: string; customerId: string };
+export type JobState =
+  | { status: 'absent' }
+  | { status: 'started' | 'finished'; jobId: string; customerId: string; requestSha256: string | null };
 
 export function initialState(): JobState {
   return { status: 'absent' };
@@ -80,7 +82,9 @@ function finish(jobId: string, outcome: JobOutcome): JobEvent[] {
 }
 
 export function evolve(state: JobState, event: JobEvent): JobState {
-  if (event.type === 'JobRequested') return { status: 'started', jobId: event.data.job_id, customerId: event.data.customer_id };
+  if (event.type === 'JobRequested') {
+    return { status: 'started', jobId: event.data.job_id, customerId: event.data.customer_id, requestSha256: event.data.request_sha256 ?? null };
+  }
   if (state.status === 'absent') return state;
   switch (event.type) {
     case 'JobCompleted':

@@ -5,6 +5,8 @@ import { runChatCompletion, type ChatDependencies } from '../../gateway/chatComp
 import type { AppDependencies } from '../app.ts';
 import { requireGatewayKey } from '../gatewayAuth.ts';
 import { KeyLimits } from '../keyLimits.ts';
+import { ReplayCache } from '../../gateway/replayCache.ts';
+import { DomainError } from '../../errors.ts';
 import { modelListResponse, openAiErrorResponse } from '../gatewaySchemas.ts';
 
 const bearer = [{ gatewayKey: [] }];
@@ -43,6 +45,7 @@ const chatCompletionResponse = z
 export function gatewayRoutes(dependencies: AppDependencies): FastifyPluginAsyncZod {
   const now = dependencies.now ?? (() => new Date());
   const chat: ChatDependencies = {
+    replays: new ReplayCache(),
     accounts: dependencies.accounts,
     jobs: dependencies.jobs,
     modelPrices: dependencies.modelPrices,
@@ -76,6 +79,7 @@ export function gatewayRoutes(dependencies: AppDependencies): FastifyPluginAsync
       async (request, reply) => {
         const principal = await requireGatewayKey(request, dependencies.gatewayKeyResolver, 'chat', now().getTime());
         limits.takeRequest(principal.keyId, now().getTime());
+        const idempotencyKey = readIdempotencyKey(request.headers['idempotency-key']);
         const releaseStream = request.body.stream === true ? limits.openStream(principal.keyId) : () => {};
         let tookOver = false;
         try {
@@ -87,7 +91,7 @@ export function gatewayRoutes(dependencies: AppDependencies): FastifyPluginAsync
               tookOver = true;
             },
             tookOver: () => tookOver,
-          });
+          }, idempotencyKey);
         } finally {
           releaseStream();
         }
@@ -95,4 +99,12 @@ export function gatewayRoutes(dependencies: AppDependencies): FastifyPluginAsync
       },
     );
   };
+}
+
+function readIdempotencyKey(value: string | string[] | undefined): string | null {
+  if (value === undefined) return null;
+  if (typeof value !== 'string' || value.length === 0 || value.length > 255 || !/^[\x21-\x7e]+$/.test(value)) {
+    throw new DomainError('invalid_request', 'Idempotency-Key must be 1-255 printable ASCII characters', 'Idempotency-Key');
+  }
+  return value;
 }
