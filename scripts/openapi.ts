@@ -1,5 +1,5 @@
-// Writes openapi/ledger.json from the routes' zod schemas: `npm run openapi`.
+// Writes openapi/gateway.json from the routes' zod schemas: `npm run openapi`.
 import { writeFile } from 'node:fs/promises';
 import { generateOpenApi } from '../src/http/openapi.ts';
 
-await writeFile(new URL('../openapi/ledger.json', import.meta.url), await generateOpenApi());
+await writeFile(new URL('../openapi/gateway.json', import.meta.url), await generateOpenApi());

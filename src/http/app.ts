@@ -128,5 +128,7 @@ export async function buildApp(dependencies: AppDependencies): Promise<FastifyIn
   await app.register(gatewayKeyRoutes(dependencies));
   await app.register(gatewayRoutes(dependencies));
   await app.register(receiptRoutes(dependencies));
+  // The published contract, generated from the same schemas that validate requests.
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

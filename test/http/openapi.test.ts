@@ -3,9 +3,9 @@ import t from 'tap';
 import { errorCodes } from '../../src/errors.ts';
 import { generateOpenApi } from '../../src/http/openapi.ts';
 
-const committedPath = new URL('../../openapi/ledger.json', import.meta.url);
+const committedPath = new URL('../../openapi/gateway.json', import.meta.url);
 
-t.test('openapi/ledger.json is what the zod schemas generate (run `npm run openapi` after a change)', async (t) => {
+t.test('openapi/gateway.json is what the zod schemas generate (run `npm run openapi` after a change)', async (t) => {
   t.equal(await readFile(committedPath, 'utf8'), await generateOpenApi());
 });
 
@@ -41,3 +41,13 @@ function collectErrorCodeEnums(node: unknown, into: Set<string>): void {
   }
   for (const value of Object.values(record)) collectErrorCodeEnums(value, into);
 }
+
+t.test('the service serves the same document at /openapi.json', async (t) => {
+  const { buildApp, defaultSettings } = await import('../../src/http/app.ts');
+  const unused = new Proxy({}, { get: () => { throw new Error('not called'); } });
+  const app = await buildApp({ ...(unused as object), settings: defaultSettings } as Parameters<typeof buildApp>[0]);
+  t.teardown(() => app.close());
+  const response = await app.inject({ method: 'GET', url: '/openapi.json' });
+  t.equal(response.statusCode, 200);
+  t.same(response.json(), JSON.parse(await readFile(committedPath, 'utf8')));
+});
