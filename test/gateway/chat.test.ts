@@ -270,22 +270,30 @@ t.test('a revoked key stops working at once', async (t) => {
   await t.rejects(client(customer.apiKey).models.list(), { status: 401, code: 'unauthorized' });
 });
 
-t.test('concurrent requests beyond the balance: at most what it covers is captured, nothing goes negative', async (t) => {
-  // The quote for chatBody is 278,000 wei; this balance covers four at a time, not 40.
-  const customer = await fundedCustomerWithKey(ledger, { depositWei: '1200000' });
+t.test('200 concurrent requests whose balance covers 50: at most 50 captured, nothing goes negative', async (t) => {
+  // A completion of chatBody costs 84,000 wei (6 prompt and 12 completion tokens); the quote is 278,000.
+  const costWei = 84_000n;
+  const depositWei = 50n * costWei;
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: String(depositWei) });
   const openai = client(customer.apiKey);
-  const results = await Promise.allSettled(Array.from({ length: 40 }, () => openai.chat.completions.create(chatBody)));
+  const results = await Promise.allSettled(Array.from({ length: 200 }, () => openai.chat.completions.create(chatBody)));
   const served = results.filter((result) => result.status === 'fulfilled').length;
   const refused = results.filter((result) => result.status === 'rejected' && (result.reason as { status?: number }).status === 402).length;
-  t.equal(served + refused, 40, 'every request was either served or refused for balance');
-  t.ok(served >= 1, `${served} served`);
+  t.equal(served + refused, 200, `every request was served (${served}) or refused for balance (${refused})`);
+  t.ok(served >= 1 && served <= 50, `${served} served, at most 50`);
   await settled();
   const after = await account(customer);
-  t.ok(BigInt(after.available_wei) >= 0n);
-  t.equal(after.reserved_wei, '0');
-  const captured = await ledger.ledger.db.selectFrom('jobs').select(['debited_price_wei']).where('customer_id', '=', customer.customerId).where('billing_status', '=', 'captured').execute();
-  t.equal(captured.length, served, 'one capture per served request');
+  t.ok(BigInt(after.available_wei) >= 0n, 'available never negative');
+  t.equal(after.reserved_wei, '0', 'every reservation resolved');
+  const captured = await ledger.ledger.db
+    .selectFrom('jobs')
+    .select(['debited_price_wei'])
+    .where('customer_id', '=', customer.customerId)
+    .where('billing_status', '=', 'captured')
+    .execute();
+  t.equal(captured.length, served, 'one capture per served request, none for a refused one');
   const spent = captured.reduce((sum, row) => sum + BigInt(row.debited_price_wei ?? '0'), 0n);
-  t.equal(BigInt(after.balance_wei), 1_200_000n - spent);
+  t.equal(spent, BigInt(served) * costWei);
+  t.equal(BigInt(after.balance_wei), depositWei - spent);
   t.equal(await accountsSumToZero(), 0n);
 });
