@@ -149,6 +149,19 @@ t.test('a node failing before the first byte is failed over to the next', async 
   );
 });
 
+t.test('every node failing before the first byte answers 502 router_dispatch_failed and charges nothing', async (t) => {
+  t.teardown(() => resetFaults(fast, slow));
+  fast.runtime.setOptions({ fault: 'error_before_first_byte' });
+  slow.runtime.setOptions({ fault: 'error_before_first_byte' });
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000' });
+  await t.rejects(client(customer.apiKey).chat.completions.create(chatBody), { status: 502, code: 'router_dispatch_failed' });
+  await settled();
+  t.same(await account(customer), { customer_id: customer.customerId, balance_wei: '10000000000000', reserved_wei: '0', available_wei: '10000000000000' });
+  const job = await ledger.ledger.db.selectFrom('jobs').selectAll().where('customer_id', '=', customer.customerId).executeTakeFirstOrThrow();
+  t.equal(job.status, 'failed');
+  t.equal(job.billing_status, 'released');
+});
+
 t.test('a node dying mid-stream charges nothing and resolves the reservation', async (t) => {
   t.teardown(() => resetFaults(fast, slow));
   fast.runtime.setOptions({ fault: 'drop_mid_stream' });
