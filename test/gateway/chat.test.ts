@@ -112,6 +112,31 @@ t.test('a non-streaming completion is billed from its signed receipt', async (t)
   t.equal(job.json().receipt_hash, metadata.receipt_hash);
   t.equal(job.json().debited_price_wei, String(debited));
   t.equal(await accountsSumToZero(), 0n);
+
+  const usageResponse = await ledger.app.inject({
+    method: 'GET',
+    url: '/v1/billing/usage?window_days=1&limit=10',
+    headers: { 'x-b3iq-customer-id': customer.customerId, 'x-b3iq-customer-token': customer.customerToken },
+  });
+  t.equal(usageResponse.statusCode, 200);
+  const report = usageResponse.json();
+  t.equal(report.status, 'ok');
+  t.same(
+    report.totals.map((total: { kind: string; count: number }) => [total.kind, total.count]),
+    [['debit', 1], ['deposit', 1], ['release', 1], ['reservation', 1]],
+  );
+  const debit = report.entries.find((entry: { kind: string }) => entry.kind === 'debit');
+  t.equal(debit.receipt_hash, metadata.receipt_hash, 'the debit entry names its receipt');
+  t.equal(debit.amount_wei, String(debited));
+  t.equal(report.entries[0].balance_after_wei, String(10_000_000_000_000n - debited), 'newest first, with the balance after');
+
+  const stranger = await fundedCustomerWithKey(ledger, { depositWei: '0' });
+  const foreign = await ledger.app.inject({
+    method: 'GET',
+    url: `/v1/billing/jobs/${body.job_id}`,
+    headers: { 'x-b3iq-customer-id': stranger.customerId, 'x-b3iq-customer-token': stranger.customerToken },
+  });
+  t.equal(foreign.statusCode, 404, "another customer's job is not found");
 });
 
 t.test('a streaming completion passes chunks through and closes with the receipt hash', async (t) => {
