@@ -58,11 +58,14 @@ async function applyJobEvent(transaction: ProjectionTransaction, stored: StoredE
     case 'ReceiptAccepted': {
       const data = event.data;
       const model = await sql<{ model_id: string }>`SELECT model_id FROM jobs WHERE job_id = ${data.job_id}`.execute(transaction);
+      const signed = JSON.parse(data.receipt_canonical) as { debited_price_wei: string; payout_price_wei: string };
       await sql`INSERT INTO receipts (receipt_hash, job_id, node_id, model_id, node_key_id, node_public_key, signature_ed25519,
-                                      receipt_canonical, status, received_at, position)
+                                      receipt_canonical, status, received_at, position, ledger_key_id, ledger_countersignature,
+                                      debited_price_wei, payout_price_wei)
                 VALUES (${data.receipt_hash}, ${data.job_id}, ${data.node_id}, ${model.rows[0]?.model_id ?? ''}, ${data.node_key_id},
                         ${data.node_public_key}, ${data.signature_ed25519}, ${data.receipt_canonical}, 'accepted', ${at}::timestamptz,
-                        ${String(stored.position)}::bigint)
+                        ${String(stored.position)}::bigint, ${data.ledger_key_id}, ${data.ledger_countersignature},
+                        ${signed.debited_price_wei}::numeric, ${signed.payout_price_wei}::numeric)
                 ON CONFLICT (receipt_hash) DO NOTHING`.execute(transaction);
       await update(transaction, stored, data.job_id, { receipt_hash: data.receipt_hash });
       return;

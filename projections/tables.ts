@@ -104,6 +104,10 @@ export interface JobTables {
     received_at: Date;
     batch_id: string | null;
     position: bigint;
+    ledger_key_id: string | null;
+    ledger_countersignature: string | null;
+    debited_price_wei: Wei | null;
+    payout_price_wei: Wei | null;
   };
 }
 
@@ -206,6 +210,14 @@ projectionMigrations.push({
       batch_id text, position bigint NOT NULL
     );
     CREATE INDEX receipts_position ON receipts (position);
+  `,
+});
+
+projectionMigrations.push({
+  id: '0104_receipt_countersignatures',
+  sql: `
+    ALTER TABLE receipts ADD COLUMN ledger_key_id text, ADD COLUMN ledger_countersignature text,
+      ADD COLUMN debited_price_wei numeric(78,0), ADD COLUMN payout_price_wei numeric(78,0);
   `,
 });
 

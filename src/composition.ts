@@ -7,6 +7,7 @@ import type { AppDependencies, AppSettings, ProjectionProgress } from './http/ap
 import { EnrollmentChallenges } from './http/enrollmentChallenges.ts';
 import { GatewayKeyResolver } from './http/gatewayAuth.ts';
 import { NodeDirectory } from './router/directory.ts';
+import type { NodeIdentity } from './receipts/ed25519.ts';
 import { nodeRouteStore } from './router/nodeRoutes.ts';
 
 /** Wires the concrete adapters the app needs; only process entry points (and tests) call this. */
@@ -15,6 +16,7 @@ export function createAppDependencies(
   projections: ProjectionProgress,
   adminTokenHash: Buffer,
   settings: AppSettings,
+  ledgerIdentity: NodeIdentity,
 ): AppDependencies {
   const { store } = ledger;
   const gatewayKeyCredentials = gatewayKeyCredentialStore(ledger.pool);
@@ -36,5 +38,6 @@ export function createAppDependencies(
     challenges: new EnrollmentChallenges(),
     gatewayKeyResolver: new GatewayKeyResolver(gatewayKeyCredentials, ledger.db),
     nodeDirectory: new NodeDirectory(ledger.db, nodeRoutes),
+    ledgerIdentity,
   };
 }

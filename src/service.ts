@@ -3,7 +3,9 @@ import { allProjections } from '../projections/index.ts';
 import { ProjectionRunner } from '../projections/runner.ts';
 import { loadAdminToken } from './config/adminToken.ts';
 import type { ServiceConfig } from './config/config.ts';
+import { join } from 'node:path';
 import { createAppDependencies } from './composition.ts';
+import { loadOrCreateIdentity } from './receipts/ed25519.ts';
 import { openEmbeddedPostgres, type DatabaseServer } from './db/embeddedPostgres.ts';
 import { openLedgerDatabase, type LedgerDatabase } from './db/ledgerDatabase.ts';
 import { buildApp, defaultSettings, redactedPaths } from './http/app.ts';
@@ -43,7 +45,9 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     requestsPerMinute: config.requestsPerMinute,
     maxConcurrentStreams: config.maxConcurrentStreams,
   };
-  const app = await buildApp({ ...createAppDependencies(ledger, runner, adminToken.hash, settings), logger });
+  // The ledger's signing key lives beside the admin token, created on first start (mode 0600).
+  const ledgerIdentity = await loadOrCreateIdentity(join(config.dataDir, 'ledger-key.pem'));
+  const app = await buildApp({ ...createAppDependencies(ledger, runner, adminToken.hash, settings, ledgerIdentity), logger });
   await runner.catchUp();
   runner.start();
   const url = await app.listen({ host: config.host, port: config.port });

@@ -40,6 +40,9 @@ export const jobEventSchemas = {
     signature_ed25519: z.string(),
     node_key_id: z.string(),
     node_public_key: z.string(),
+    // The ledger's Ed25519 signature over the b3iq-receipt-acceptance-v1 document (src/receipts/acceptance.ts).
+    ledger_key_id: z.string(),
+    ledger_countersignature: z.string(),
   }),
   ReceiptRejected: z.strictObject({ job_id: z.string(), node_id: z.string(), code: z.string(), detail: z.string() }),
   PayoutAccrued: z.strictObject({ job_id: z.string(), node_id: z.string(), receipt_hash: z.string(), amount_wei: wei }),

@@ -8,6 +8,8 @@ import type { JobOutcome } from '../deciders/job/decider.ts';
 import { DomainError } from '../errors.ts';
 import type { GatewayPrincipal } from '../http/gatewayAuth.ts';
 import { formatWei } from '../money.ts';
+import { acceptance, countersign } from '../receipts/acceptance.ts';
+import type { NodeIdentity } from '../receipts/ed25519.ts';
 import { computeCostWei } from '../receipts/receipt.ts';
 import type { NodeDirectory, RouteCandidate } from '../router/directory.ts';
 import { dispatchWithFailover, readBody } from '../router/dispatch.ts';
@@ -26,6 +28,8 @@ export interface GatewaySettings {
 
 export interface ChatDependencies {
   replays: ReplayCache;
+  /** The ledger's own Ed25519 key, which countersigns every receipt it accepts. */
+  ledgerIdentity: NodeIdentity;
   accounts: CustomerAccountContext;
   jobs: JobContext;
   modelPrices: ModelPriceContext;
@@ -326,6 +330,13 @@ async function settle(
     nodeId: candidate.nodeId,
     nodeShareBps: dependencies.settings.nodeShareBps,
   });
+  const accepted = acceptance({
+    receipt_hash: check.receiptHash,
+    job_id: job.jobId,
+    node_id: candidate.nodeId,
+    debited_price_wei: formatWei(check.debitedWei),
+    payout_price_wei: formatWei(check.payoutWei),
+  });
   outcome.receipt = {
     accepted: true,
     nodeId: candidate.nodeId,
@@ -336,6 +347,8 @@ async function settle(
       signature_ed25519: signed.signature_ed25519,
       node_key_id: signed.node_key_id,
       node_public_key: signed.node_public_key,
+      ledger_key_id: dependencies.ledgerIdentity.keyId,
+      ledger_countersignature: countersign(dependencies.ledgerIdentity, accepted),
     },
   };
 }

@@ -23,6 +23,7 @@ import { gatewayRoutes } from './routes/gateway.ts';
 import { receiptRoutes } from './routes/receipts.ts';
 import type { GatewaySettings } from '../gateway/chatCompletion.ts';
 import type { KeyLimitSettings } from './keyLimits.ts';
+import type { NodeIdentity } from '../receipts/ed25519.ts';
 import type { EventStore } from '../eventStore/port.ts';
 import { requireAdmin, type CustomerCredentialCheck } from './auth.ts';
 import { installErrorHandling } from './plugins/errors.ts';
@@ -61,6 +62,7 @@ export interface AppDependencies {
   nodeRoutes: NodeRouteStore;
   challenges: EnrollmentChallenges;
   gatewayKeyResolver: GatewayKeyResolver;
+  ledgerIdentity: NodeIdentity;
   nodeDirectory: NodeDirectory;
   projections: ProjectionProgress;
   adminTokenHash: Buffer;

@@ -3,7 +3,8 @@ import t from 'tap';
 import { verifySignedReceiptPortable } from '../../src/receipts/portableVerify.ts';
 import { devModel, fundedCustomerWithKey, startTestNode, type TestNode } from '../support/network.ts';
 import { startEmbeddedPostgres } from '../support/postgres.ts';
-import { startTestLedger } from '../support/testApp.ts';
+import { ledgerIdentity, startTestLedger } from '../support/testApp.ts';
+import { acceptance, verifyCountersignature } from '../../src/receipts/acceptance.ts';
 
 /**
  * The paid path end to end over loopback: the official openai client → gateway (real PostgreSQL)
@@ -91,6 +92,19 @@ t.test('a non-streaming completion is billed from its signed receipt', async (t)
     body.node_public_key,
   );
   t.ok(verified.ok, 'anyone can verify the receipt with public data');
+  const accepted = acceptance({
+    receipt_hash: body.receipt_hash,
+    job_id: body.job_id,
+    node_id: body.node_id,
+    debited_price_wei: body.receipt.debited_price_wei,
+    payout_price_wei: body.receipt.payout_price_wei,
+  });
+  t.equal(body.ledger_key_id, ledgerIdentity.keyId);
+  t.ok(verifyCountersignature(ledgerIdentity.publicKeyBase64url, accepted, body.ledger_countersignature), 'the ledger countersigned the acceptance');
+  t.notOk(
+    verifyCountersignature(ledgerIdentity.publicKeyBase64url, { ...accepted, debited_price_wei: '1' }, body.ledger_countersignature),
+    'the countersignature binds the charged amount',
+  );
 
   const usage = body.receipt.usage;
   t.same(usage, completion.usage, 'the receipt binds the usage the client saw');

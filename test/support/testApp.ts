@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { allProjections } from '../../projections/index.ts';
 import { ProjectionRunner } from '../../projections/runner.ts';
 import { createAppDependencies } from '../../src/composition.ts';
+import { generateIdentity } from '../../src/receipts/ed25519.ts';
 import { hashSecret } from '../../src/credentials/secrets.ts';
 import { openLedgerDatabase, type LedgerDatabase } from '../../src/db/ledgerDatabase.ts';
 import { buildApp, defaultSettings, type AppSettings } from '../../src/http/app.ts';
@@ -16,6 +17,8 @@ export interface TestLedger {
 }
 
 export const testAdminToken = 'b3iq_admin_test-token-for-specs-only';
+/** The ledger's countersigning key in tests; the service keeps its own in DIR/ledger-key.pem. */
+export const ledgerIdentity = generateIdentity();
 
 /** A real ledger on a fresh database of `server`: store, live projections and the app. */
 export async function startTestLedger(
@@ -24,7 +27,13 @@ export async function startTestLedger(
 ): Promise<TestLedger> {
   const ledger = await openLedgerDatabase(await server.createDatabase());
   const runner = new ProjectionRunner(ledger.store, ledger.db, allProjections);
-  const dependencies = createAppDependencies(ledger, runner, hashSecret(testAdminToken), { ...defaultSettings, ...options.settings });
+  const dependencies = createAppDependencies(
+    ledger,
+    runner,
+    hashSecret(testAdminToken),
+    { ...defaultSettings, ...options.settings },
+    ledgerIdentity,
+  );
   const app = await buildApp({ ...dependencies, logger: options.logger });
   runner.start();
   return {

@@ -46,6 +46,7 @@ export function gatewayRoutes(dependencies: AppDependencies): FastifyPluginAsync
   const now = dependencies.now ?? (() => new Date());
   const chat: ChatDependencies = {
     replays: new ReplayCache(),
+    ledgerIdentity: dependencies.ledgerIdentity,
     accounts: dependencies.accounts,
     jobs: dependencies.jobs,
     modelPrices: dependencies.modelPrices,

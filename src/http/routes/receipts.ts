@@ -23,6 +23,11 @@ const receiptView = z.object({
   batch_id: z.string().nullable(),
   receipt: z.record(z.string(), z.unknown()),
   receipt_canonical: z.string().meta({ description: 'The exact signed bytes, for byte-exact verification' }),
+  ledger_key_id: z.string().nullable(),
+  ledger_countersignature: z
+    .string()
+    .nullable()
+    .meta({ description: 'The ledger’s Ed25519 signature over the b3iq-receipt-acceptance-v1 document of this receipt' }),
 });
 
 const jobView = z.object({
@@ -96,6 +101,8 @@ export function receiptRoutes(dependencies: AppDependencies): FastifyPluginAsync
           batch_id: row.batch_id,
           receipt: JSON.parse(row.receipt_canonical) as Record<string, unknown>,
           receipt_canonical: row.receipt_canonical,
+          ledger_key_id: row.ledger_key_id,
+          ledger_countersignature: row.ledger_countersignature,
         };
       },
     );
