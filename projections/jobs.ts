@@ -8,84 +8,204 @@ import type { Projection, ProjectionTransaction } from './projection.ts';
  * Paid jobs with their billing state, and accepted receipts with their exact signed bytes: what
  * `/v1/billing/jobs/{id}` and the public `/v1/receipts/{hash}` serve. A job's money facts come from
  * the customer's account events (reserve, capture, release), its route and receipt from its own.
+ * A batch is folded in memory and each touched job is written once, with one statement per table.
  */
+
+interface JobRow {
+  job_id: string;
+  customer_id: string;
+  key_id: string;
+  model_id: string;
+  node_id: string | null;
+  stream: boolean;
+  status: string;
+  billing_status: string;
+  quoted_price_wei: string;
+  reserved_price_wei: string;
+  debited_price_wei: string | null;
+  payout_price_wei: string | null;
+  policy_version: string;
+  receipt_hash: string | null;
+  failure_reason: string | null;
+  created_at: Date;
+  completed_at: Date | null;
+  last_position: bigint;
+}
+
+interface ReceiptRow {
+  receipt_hash: string;
+  job_id: string;
+  node_id: string;
+  model_id: string;
+  node_key_id: string;
+  node_public_key: string;
+  signature_ed25519: string;
+  receipt_canonical: string;
+  received_at: Date;
+  position: bigint;
+  ledger_key_id: string;
+  ledger_countersignature: string;
+  debited_price_wei: string;
+  payout_price_wei: string;
+}
+
+type Change = { position: bigint; at: Date; jobId: string; apply: (row: JobRow) => void } | { position: bigint; at: Date; created: JobRow };
+
 export const jobsProjection: Projection = {
   name: 'jobs',
   tables: ['jobs', 'receipts'],
   async apply(transaction, events) {
-    for (const stored of events) {
+    const receipts: Array<{ stored: StoredEvent; event: Extract<JobEvent, { type: 'ReceiptAccepted' }> }> = [];
+    const changes = events.flatMap((stored): Change[] => {
       const jobEvent = parseJobEvent(stored.type, stored.data);
-      if (jobEvent !== null) {
-        await applyJobEvent(transaction, stored, jobEvent);
+      if (jobEvent?.type === 'ReceiptAccepted') receipts.push({ stored, event: jobEvent });
+      return jobEvent !== null ? jobChanges(stored, jobEvent) : moneyChanges(stored);
+    });
+    if (changes.length === 0) return;
+    const rows = await loadJobs(transaction, [...new Set(changes.map((change) => ('created' in change ? change.created.job_id : change.jobId)))]);
+    const touched = new Set<JobRow>();
+    for (const change of changes) {
+      if ('created' in change) {
+        if (!rows.has(change.created.job_id)) rows.set(change.created.job_id, change.created);
+        touched.add(rows.get(change.created.job_id)!);
         continue;
       }
-      const money = parseCustomerAccountEvent(stored.type, stored.data);
-      if (money?.type === 'ReservationCaptured') {
-        await update(transaction, stored, money.data.job_id, {
-          billing_status: 'captured',
-          debited_price_wei: money.data.cost_wei,
-          payout_price_wei: money.data.node_payable_wei,
-        });
-      } else if (money?.type === 'ReservationReleased') {
-        await update(transaction, stored, money.data.job_id, { billing_status: 'released', debited_price_wei: '0', payout_price_wei: '0' });
-      }
+      const row = rows.get(change.jobId);
+      // Reservations made outside the gateway have no job; an event already applied changes nothing.
+      if (row === undefined || change.position <= row.last_position) continue;
+      change.apply(row);
+      row.last_position = change.position;
+      touched.add(row);
     }
+    await saveJobs(transaction, [...touched]);
+    await saveReceipts(
+      transaction,
+      receipts.map(({ stored, event }) => receiptRow(stored, event, rows.get(event.data.job_id)?.model_id ?? '')),
+    );
   },
 };
 
-async function applyJobEvent(transaction: ProjectionTransaction, stored: StoredEvent, event: JobEvent): Promise<void> {
-  const at = stored.recordedAt.toISOString();
+function jobChanges(stored: StoredEvent, event: JobEvent): Change[] {
+  const base = { position: stored.position, at: stored.recordedAt, jobId: event.data.job_id };
   switch (event.type) {
     case 'JobRequested': {
       const data = event.data;
-      await sql`INSERT INTO jobs (job_id, customer_id, key_id, model_id, node_id, stream, status, billing_status, quoted_price_wei,
-                                  reserved_price_wei, policy_version, created_at, last_position)
-                VALUES (${data.job_id}, ${data.customer_id}, ${data.key_id}, ${data.model_id}, NULL, ${data.stream}, 'running', 'reserved',
-                        ${data.quoted_price_wei}::numeric, ${data.quoted_price_wei}::numeric, ${data.policy_version}, ${at}::timestamptz,
-                        ${String(stored.position)}::bigint)
-                ON CONFLICT (job_id) DO NOTHING`.execute(transaction);
-      return;
+      const created: JobRow = {
+        job_id: data.job_id,
+        customer_id: data.customer_id,
+        key_id: data.key_id,
+        model_id: data.model_id,
+        node_id: null,
+        stream: data.stream,
+        status: 'running',
+        billing_status: 'reserved',
+        quoted_price_wei: data.quoted_price_wei,
+        reserved_price_wei: data.quoted_price_wei,
+        debited_price_wei: null,
+        payout_price_wei: null,
+        policy_version: data.policy_version,
+        receipt_hash: null,
+        failure_reason: null,
+        created_at: stored.recordedAt,
+        completed_at: null,
+        last_position: stored.position,
+      };
+      return [{ position: stored.position, at: stored.recordedAt, created }];
     }
     case 'JobRouted':
-      await update(transaction, stored, event.data.job_id, { node_id: event.data.node_id });
-      return;
+      return [{ ...base, apply: (row) => void (row.node_id = event.data.node_id) }];
     case 'JobCompleted':
-      await update(transaction, stored, event.data.job_id, { status: 'completed', completed_at: at });
-      return;
+      return [{ ...base, apply: (row) => Object.assign(row, { status: 'completed', completed_at: stored.recordedAt }) }];
     case 'JobFailed':
-      await update(transaction, stored, event.data.job_id, { status: 'failed', failure_reason: event.data.reason, completed_at: at });
-      return;
-    case 'ReceiptAccepted': {
-      const data = event.data;
-      const model = await sql<{ model_id: string }>`SELECT model_id FROM jobs WHERE job_id = ${data.job_id}`.execute(transaction);
-      const signed = JSON.parse(data.receipt_canonical) as { debited_price_wei: string; payout_price_wei: string };
-      await sql`INSERT INTO receipts (receipt_hash, job_id, node_id, model_id, node_key_id, node_public_key, signature_ed25519,
-                                      receipt_canonical, status, received_at, position, ledger_key_id, ledger_countersignature,
-                                      debited_price_wei, payout_price_wei)
-                VALUES (${data.receipt_hash}, ${data.job_id}, ${data.node_id}, ${model.rows[0]?.model_id ?? ''}, ${data.node_key_id},
-                        ${data.node_public_key}, ${data.signature_ed25519}, ${data.receipt_canonical}, 'accepted', ${at}::timestamptz,
-                        ${String(stored.position)}::bigint, ${data.ledger_key_id}, ${data.ledger_countersignature},
-                        ${signed.debited_price_wei}::numeric, ${signed.payout_price_wei}::numeric)
-                ON CONFLICT (receipt_hash) DO NOTHING`.execute(transaction);
-      await update(transaction, stored, data.job_id, { receipt_hash: data.receipt_hash });
-      return;
-    }
+      return [{ ...base, apply: (row) => Object.assign(row, { status: 'failed', failure_reason: event.data.reason, completed_at: stored.recordedAt }) }];
+    case 'ReceiptAccepted':
+      return [{ ...base, apply: (row) => void (row.receipt_hash = event.data.receipt_hash) }];
     case 'ReceiptRejected':
     case 'JobDispatchFailed':
     case 'JobFirstByte':
     case 'PayoutAccrued':
-      return;
+      return [];
   }
 }
 
-type JobColumns = 'node_id' | 'status' | 'billing_status' | 'debited_price_wei' | 'payout_price_wei' | 'receipt_hash' | 'failure_reason' | 'completed_at';
+function moneyChanges(stored: StoredEvent): Change[] {
+  const money = parseCustomerAccountEvent(stored.type, stored.data);
+  const base = { position: stored.position, at: stored.recordedAt };
+  if (money?.type === 'ReservationCaptured') {
+    const { job_id: jobId, cost_wei: costWei, node_payable_wei: payoutWei } = money.data;
+    return [{ ...base, jobId, apply: (row) => Object.assign(row, { billing_status: 'captured', debited_price_wei: costWei, payout_price_wei: payoutWei }) }];
+  }
+  if (money?.type === 'ReservationReleased') {
+    const jobId = money.data.job_id;
+    return [{ ...base, jobId, apply: (row) => Object.assign(row, { billing_status: 'released', debited_price_wei: '0', payout_price_wei: '0' }) }];
+  }
+  return [];
+}
 
-/** Sets columns of one job unless this event was already applied to it. */
-async function update(transaction: ProjectionTransaction, stored: StoredEvent, jobId: string, values: Partial<Record<JobColumns, string>>): Promise<void> {
-  const assignments = Object.entries(values).map(([column, value]) => {
-    const cast = column.endsWith('_wei') ? sql`::numeric` : column === 'completed_at' ? sql`::timestamptz` : sql``;
-    return sql`${sql.ref(column)} = ${value}${cast}`;
+function receiptRow(stored: StoredEvent, event: Extract<JobEvent, { type: 'ReceiptAccepted' }>, modelId: string): ReceiptRow {
+  const data = event.data;
+  const signed = JSON.parse(data.receipt_canonical) as { debited_price_wei: string; payout_price_wei: string };
+  return {
+    receipt_hash: data.receipt_hash,
+    job_id: data.job_id,
+    node_id: data.node_id,
+    model_id: modelId,
+    node_key_id: data.node_key_id,
+    node_public_key: data.node_public_key,
+    signature_ed25519: data.signature_ed25519,
+    receipt_canonical: data.receipt_canonical,
+    received_at: stored.recordedAt,
+    position: stored.position,
+    ledger_key_id: data.ledger_key_id,
+    ledger_countersignature: data.ledger_countersignature,
+    debited_price_wei: signed.debited_price_wei,
+    payout_price_wei: signed.payout_price_wei,
+  };
+}
+
+async function loadJobs(transaction: ProjectionTransaction, jobIds: string[]): Promise<Map<string, JobRow>> {
+  const found = await transaction.selectFrom('jobs').selectAll().where('job_id', 'in', jobIds).execute();
+  return new Map(found.map((row) => [row.job_id, row as JobRow]));
+}
+
+async function saveJobs(transaction: ProjectionTransaction, rows: JobRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  const column = <Key extends keyof JobRow>(key: Key, format: (value: JobRow[Key]) => unknown = (value) => value) => rows.map((row) => format(row[key]));
+  const text = (value: unknown) => (value === null ? null : String(value));
+  const time = (value: unknown) => (value instanceof Date ? value.toISOString() : null);
+  await sql`
+    INSERT INTO jobs (job_id, customer_id, key_id, model_id, node_id, stream, status, billing_status, quoted_price_wei,
+                      reserved_price_wei, debited_price_wei, payout_price_wei, policy_version, receipt_hash, failure_reason,
+                      created_at, completed_at, last_position)
+    SELECT * FROM unnest(${column('job_id')}::text[], ${column('customer_id')}::text[], ${column('key_id')}::text[],
+      ${column('model_id')}::text[], ${column('node_id')}::text[], ${column('stream')}::boolean[], ${column('status')}::text[],
+      ${column('billing_status')}::text[], ${column('quoted_price_wei', text)}::numeric[], ${column('reserved_price_wei', text)}::numeric[],
+      ${column('debited_price_wei', text)}::numeric[], ${column('payout_price_wei', text)}::numeric[], ${column('policy_version')}::text[],
+      ${column('receipt_hash')}::text[], ${column('failure_reason')}::text[], ${column('created_at', time)}::timestamptz[],
+      ${column('completed_at', time)}::timestamptz[], ${column('last_position', text)}::bigint[])
+    ON CONFLICT (job_id) DO UPDATE SET node_id = excluded.node_id, status = excluded.status, billing_status = excluded.billing_status,
+      debited_price_wei = excluded.debited_price_wei, payout_price_wei = excluded.payout_price_wei, receipt_hash = excluded.receipt_hash,
+      failure_reason = excluded.failure_reason, completed_at = excluded.completed_at, last_position = excluded.last_position
+    WHERE jobs.last_position < excluded.last_position`.execute(transaction);
+}
+
+async function saveReceipts(transaction: ProjectionTransaction, rows: ReceiptRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  const column = <Key extends keyof ReceiptRow>(key: Key) => rows.map((row) => {
+    const value = row[key];
+    return value instanceof Date ? value.toISOString() : typeof value === 'bigint' ? String(value) : value;
   });
-  await sql`UPDATE jobs SET ${sql.join(assignments)}, last_position = ${String(stored.position)}::bigint
-             WHERE job_id = ${jobId} AND last_position < ${String(stored.position)}::bigint`.execute(transaction);
+  await sql`
+    INSERT INTO receipts (receipt_hash, job_id, node_id, model_id, node_key_id, node_public_key, signature_ed25519, receipt_canonical,
+                          status, received_at, position, ledger_key_id, ledger_countersignature, debited_price_wei, payout_price_wei)
+    SELECT r.receipt_hash, r.job_id, r.node_id, r.model_id, r.node_key_id, r.node_public_key, r.signature_ed25519, r.receipt_canonical,
+           'accepted', r.received_at, r.position, r.ledger_key_id, r.ledger_countersignature, r.debited_price_wei, r.payout_price_wei
+      FROM unnest(${column('receipt_hash')}::text[], ${column('job_id')}::text[], ${column('node_id')}::text[], ${column('model_id')}::text[],
+                  ${column('node_key_id')}::text[], ${column('node_public_key')}::text[], ${column('signature_ed25519')}::text[],
+                  ${column('receipt_canonical')}::text[], ${column('received_at')}::timestamptz[], ${column('position')}::bigint[],
+                  ${column('ledger_key_id')}::text[], ${column('ledger_countersignature')}::text[], ${column('debited_price_wei')}::numeric[],
+                  ${column('payout_price_wei')}::numeric[])
+        AS r(receipt_hash, job_id, node_id, model_id, node_key_id, node_public_key, signature_ed25519, receipt_canonical, received_at,
+             position, ledger_key_id, ledger_countersignature, debited_price_wei, payout_price_wei)
+    ON CONFLICT (receipt_hash) DO NOTHING`.execute(transaction);
 }

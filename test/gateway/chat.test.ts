@@ -1,4 +1,6 @@
 import OpenAI from 'openai';
+import { allProjections } from '../../projections/index.ts';
+import { ProjectionRunner } from '../../projections/runner.ts';
 import t from 'tap';
 import { verifySignedReceiptPortable } from '../../src/receipts/portableVerify.ts';
 import { devModel, fundedCustomerWithKey, startTestNode, type TestNode } from '../support/network.ts';
@@ -348,4 +350,21 @@ t.test('200 concurrent requests whose balance covers 50: at most 50 captured, no
   t.equal(spent, BigInt(served) * costWei);
   t.equal(BigInt(after.balance_wei), depositWei - spent);
   t.equal(await accountsSumToZero(), 0n);
+});
+
+t.test('rebuilding every projection from the log gives the same jobs, receipts, balances and entries', async (t) => {
+  await settled();
+  const snapshot = async () => ({
+    jobs: await ledger.ledger.db.selectFrom('jobs').selectAll().orderBy('job_id').execute(),
+    receipts: await ledger.ledger.db.selectFrom('receipts').selectAll().orderBy('receipt_hash').execute(),
+    balances: await ledger.ledger.db.selectFrom('customer_balances').selectAll().orderBy('customer_id').execute(),
+    entries: await ledger.ledger.db.selectFrom('ledger_entries').selectAll().orderBy('entry_id').execute(),
+    accounts: await ledger.ledger.db.selectFrom('ledger_accounts').selectAll().orderBy('account').execute(),
+  });
+  const live = await snapshot();
+  t.ok(live.jobs.length > 10 && live.receipts.length > 5, `${live.jobs.length} jobs and ${live.receipts.length} receipts to compare`);
+  await ledger.runner.stop();
+  await new ProjectionRunner(ledger.ledger.store, ledger.ledger.db, allProjections).rebuild();
+  t.same(await snapshot(), live);
+  ledger.runner.start();
 });
