@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
-import { parseCustomerAccountEvent, type CustomerAccountEvent } from '../src/events/customerAccount.ts';
+import type { CustomerAccountEvent } from '../src/events/customerAccount.ts';
 import type { StoredEvent } from '../src/eventStore/port.ts';
+import { accountEventOf } from './accountEvents.ts';
 import type { Projection, ProjectionTransaction } from './projection.ts';
 
 interface BalanceRow {
@@ -18,7 +19,7 @@ export const customerBalancesProjection: Projection = {
   tables: ['customer_balances'],
   async apply(transaction, events) {
     const accountEvents = events.flatMap((stored) => {
-      const event = parseCustomerAccountEvent(stored.type, stored.data);
+      const event = accountEventOf(stored);
       return event === null ? [] : [{ stored, event }];
     });
     if (accountEvents.length === 0) return;

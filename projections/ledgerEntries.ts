@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
-import { parseCustomerAccountEvent, type CustomerAccountEvent } from '../src/events/customerAccount.ts';
+import type { CustomerAccountEvent } from '../src/events/customerAccount.ts';
 import type { StoredEvent } from '../src/eventStore/port.ts';
+import { accountEventOf } from './accountEvents.ts';
 import type { Projection, ProjectionTransaction } from './projection.ts';
 
 /** The customer-facing ledger kinds, in the vocabulary of the usage export. */
@@ -33,7 +34,7 @@ export const ledgerEntriesProjection: Projection = {
   tables: ['ledger_entries'],
   async apply(transaction, events) {
     const accountEvents = events.flatMap((stored) => {
-      const event = parseCustomerAccountEvent(stored.type, stored.data);
+      const event = accountEventOf(stored);
       return event === null || event.type === 'CustomerCreated' ? [] : [{ stored, event }];
     });
     if (accountEvents.length === 0) return;
@@ -90,10 +91,15 @@ function entriesFor(running: Map<string, Running>, stored: StoredEvent, event: C
 }
 
 async function loadRunning(transaction: ProjectionTransaction, customerIds: string[]): Promise<Map<string, Running>> {
+  // One index probe per customer for its latest row. DISTINCT ON would read every row of every
+  // customer in the batch, so each batch of a rebuild would cost more than the one before.
   const result = await sql<{ customer_id: string; balance_after_wei: string; reserved_after_wei: string; position: bigint }>`
-    SELECT DISTINCT ON (customer_id) customer_id, balance_after_wei, reserved_after_wei, position
-      FROM ledger_entries WHERE customer_id = ANY(${customerIds}::text[])
-     ORDER BY customer_id, position DESC, entry_id DESC`.execute(transaction);
+    SELECT c.customer_id, latest.balance_after_wei, latest.reserved_after_wei, latest.position
+      FROM unnest(${customerIds}::text[]) AS c(customer_id)
+      CROSS JOIN LATERAL (
+        SELECT balance_after_wei, reserved_after_wei, position FROM ledger_entries e
+         WHERE e.customer_id = c.customer_id
+         ORDER BY e.position DESC, e.entry_id DESC LIMIT 1) AS latest`.execute(transaction);
   return new Map(
     result.rows.map((row) => [
       row.customer_id,

@@ -1,39 +1,32 @@
 import type pg from 'pg';
-import { canonicalJson } from '../../canonicalJson.ts';
-import { chainHash, genesisHash } from '../hashChain.ts';
 import {
   EventIdReused,
   VersionConflict,
   type AppendResult,
   type EventStore,
   type ExpectedVersion,
-  type JsonObject,
   type NewEvent,
   type ReadAllOptions,
   type StoredEvent,
   type Subscription,
 } from '../port.ts';
-import { appendChannel, appendLockKey } from './schema.ts';
+import { AppendConnection, runInOrder, type Statement } from './appendConnection.ts';
+import { checkStatements, logStateOf, planBatch, prepareEvent, writeStatements, type BatchRequest } from './appendBatch.ts';
+import { eventColumns, toStoredEvent, type EventRow } from './eventRow.ts';
 import { PostgresSubscription } from './subscription.ts';
 
-interface AppendRequest {
-  streamName: string;
-  events: NewEvent[];
-  expectedVersion: ExpectedVersion;
+export { toStoredEvent } from './eventRow.ts';
+
+interface AppendRequest extends BatchRequest {
   resolve: (result: AppendResult) => void;
   reject: (error: Error) => void;
 }
 
-interface EventRow {
-  position: bigint;
-  event_id: string;
-  stream_name: string;
-  stream_version: bigint;
-  type: string;
-  data: JsonObject;
-  metadata: JsonObject;
-  recorded_at: Date;
-  hash: string;
+/** How a batch reaches the server, and whether the batch's statements begin and commit its transaction. */
+interface WriteSession {
+  client: pg.ClientBase;
+  pipelined: boolean;
+  ownsTransaction: boolean;
 }
 
 export interface PostgresEventStoreOptions {
@@ -43,30 +36,15 @@ export interface PostgresEventStoreOptions {
   pollIntervalMs?: number;
 }
 
-const eventColumns = 'position, event_id, stream_name, stream_version, type, data, metadata, recorded_at, hash';
 const uniqueViolation = '23505';
-
-export function toStoredEvent(row: EventRow): StoredEvent {
-  return {
-    position: row.position,
-    eventId: row.event_id,
-    streamName: row.stream_name,
-    streamVersion: row.stream_version,
-    type: row.type,
-    data: row.data,
-    metadata: row.metadata,
-    recordedAt: row.recorded_at,
-    hash: row.hash,
-  };
-}
 
 /**
  * The PostgreSQL adapter. Appends from every caller in this process are queued and committed in
  * shared transactions (group commit): one flush takes the global append lock, checks each
  * request's expected version and event ids, chains the hashes in order and inserts all rows with
- * one statement. Because positions are assigned while the lock is held and the lock is released
- * only at commit, commit order equals position order, and a reader can never see position N+1
- * before position N.
+ * one statement (appendBatch.ts), on a pipelined connection of its own (appendConnection.ts).
+ * Because positions are assigned while the lock is held and the lock is released only at commit,
+ * commit order equals position order, and a reader can never see position N+1 before position N.
  */
 export class PostgresEventStore implements EventStore {
   private readonly pending: AppendRequest[] = [];
@@ -74,6 +52,7 @@ export class PostgresEventStore implements EventStore {
   private readonly maxRequestsPerCommit: number;
   private readonly pollIntervalMs: number;
   private readonly subscriptions = new Set<PostgresSubscription>();
+  private readonly appendConnection: AppendConnection;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -81,13 +60,15 @@ export class PostgresEventStore implements EventStore {
   ) {
     this.maxRequestsPerCommit = options.maxRequestsPerCommit ?? 256;
     this.pollIntervalMs = options.pollIntervalMs ?? 250;
+    this.appendConnection = new AppendConnection(pool.options);
   }
 
-  append(streamName: string, events: NewEvent[], options: { expectedVersion: ExpectedVersion }): Promise<AppendResult> {
-    if (events.length === 0) return Promise.reject(new TypeError('append needs at least one event'));
-    for (const event of events) assertStorable(event);
+  /** Async so that invalid input rejects the returned promise, as every other failure does, instead of throwing. */
+  async append(streamName: string, events: NewEvent[], options: { expectedVersion: ExpectedVersion }): Promise<AppendResult> {
+    if (events.length === 0) throw new TypeError('append needs at least one event');
+    const prepared = events.map(prepareEvent);
     return new Promise((resolve, reject) => {
-      this.pending.push({ streamName, events, expectedVersion: options.expectedVersion, resolve, reject });
+      this.pending.push({ streamName, events: prepared, expectedVersion: options.expectedVersion, resolve, reject });
       this.scheduleFlush();
     });
   }
@@ -135,6 +116,7 @@ export class PostgresEventStore implements EventStore {
   async close(): Promise<void> {
     await Promise.all([...this.subscriptions].map((subscription) => subscription.close()));
     while (this.flushing) await new Promise((resolve) => setTimeout(resolve, 5));
+    await this.appendConnection.close();
   }
 
   /**
@@ -148,7 +130,8 @@ export class PostgresEventStore implements EventStore {
     events: NewEvent[],
     expectedVersion: ExpectedVersion,
   ): Promise<AppendResult> {
-    const outcomes = await this.writeBatch(client, [{ streamName, events, expectedVersion, resolve: () => {}, reject: () => {} }]);
+    const request = { streamName, events: events.map(prepareEvent), expectedVersion };
+    const outcomes = await this.writeBatch({ client, pipelined: false, ownsTransaction: false }, [request]);
     const outcome = outcomes[0];
     if (outcome === undefined) throw new Error('Invariant violated: one outcome per request');
     if (outcome instanceof Error) throw outcome;
@@ -195,95 +178,30 @@ export class PostgresEventStore implements EventStore {
   }
 
   private async commitBatch(batch: AppendRequest[]): Promise<Array<AppendResult | Error>> {
-    const client = await this.pool.connect();
-    let released = false;
+    const client = await this.appendConnection.acquire();
     try {
-      await client.query('BEGIN');
-      const outcomes = await this.writeBatch(client, batch);
-      await client.query('COMMIT');
-      return outcomes;
+      return await this.writeBatch({ client, pipelined: true, ownsTransaction: true }, batch);
     } catch (error) {
-      await client.query('ROLLBACK').catch((rollbackError: Error) => {
-        // A connection that cannot roll back is broken; destroy it rather than return it to the pool.
-        client.release(rollbackError);
-        released = true;
-      });
+      // A connection that cannot roll back is broken; drop it so the next flush opens a new one.
+      await client.query('ROLLBACK').catch(() => this.appendConnection.discard(client));
       throw error;
-    } finally {
-      if (!released) client.release();
     }
   }
 
-  /** Validates every request against the log under the append lock, then inserts the accepted ones. */
-  private async writeBatch(client: pg.PoolClient, batch: AppendRequest[]): Promise<Array<AppendResult | Error>> {
-    await client.query('SELECT pg_advisory_xact_lock($1)', [appendLockKey]);
-    const head = await client.query<{ position: bigint; hash: string }>(
-      'SELECT position, hash FROM b3iq_events ORDER BY position DESC LIMIT 1',
-    );
-    let position = head.rows[0]?.position ?? 0n;
-    let previousHash = head.rows[0]?.hash ?? genesisHash;
-    const existing = await this.loadExistingEvents(client, batch);
-    const versions = await this.loadStreamVersions(client, batch);
-    const written = new Map<string, StoredEvent>();
-    const rows: StoredEvent[] = [];
-    const recordedAt = new Date();
-
-    const outcomes = batch.map((request): AppendResult | Error => {
-      const replay = findReplay(request, existing, written);
-      if (replay !== null) return replay;
-      const currentVersion = versions.get(request.streamName) ?? 0n;
-      if (!versionMatches(request.expectedVersion, currentVersion)) {
-        return new VersionConflict(request.streamName, request.expectedVersion, currentVersion);
-      }
-      const stored = request.events.map((event, index): StoredEvent => {
-        position += 1n;
-        const fields = {
-          position,
-          eventId: event.eventId,
-          streamName: request.streamName,
-          streamVersion: currentVersion + BigInt(index + 1),
-          type: event.type,
-          data: normalizeJson(event.data),
-          metadata: normalizeJson(event.metadata ?? {}),
-          recordedAt,
-        };
-        previousHash = chainHash(previousHash, fields);
-        return { ...fields, hash: previousHash };
-      });
-      for (const event of stored) written.set(event.eventId, event);
-      rows.push(...stored);
-      const last = stored[stored.length - 1]!;
-      versions.set(request.streamName, last.streamVersion);
-      return { nextStreamVersion: last.streamVersion, lastPosition: last.position, replayed: false, events: stored };
-    });
-
-    if (rows.length > 0) {
-      await insertRows(client, rows);
-      await client.query('SELECT pg_notify($1, $2)', [appendChannel, String(position)]);
-    }
-    return outcomes;
-  }
-
-  private async loadExistingEvents(client: pg.PoolClient, batch: AppendRequest[]): Promise<Map<string, StoredEvent>> {
-    const ids = batch.flatMap((request) => request.events.map((event) => event.eventId));
-    const result = await client.query<EventRow>(
-      `SELECT ${eventColumns} FROM b3iq_events WHERE event_id = ANY($1::text[])`,
-      [ids],
-    );
-    return new Map(result.rows.map((row) => [row.event_id, toStoredEvent(row)]));
-  }
-
-  /** One index probe per stream, so the cost does not grow with the length of a stream. */
-  private async loadStreamVersions(client: pg.PoolClient, batch: AppendRequest[]): Promise<Map<string, bigint>> {
-    const names = [...new Set(batch.map((request) => request.streamName))];
-    const result = await client.query<{ stream_name: string; version: bigint | null }>(
-      `SELECT s.name AS stream_name,
-              (SELECT stream_version FROM b3iq_events e WHERE e.stream_name = s.name
-                ORDER BY stream_version DESC LIMIT 1) AS version
-         FROM unnest($1::text[]) AS s(name)`,
-      [names],
-    );
-    return new Map(result.rows.map((row) => [row.stream_name, row.version ?? 0n]));
+  /**
+   * Validates every request against the log under the append lock, then inserts the accepted ones.
+   * The statements go out in two pipelined groups, so a flush waits for the server twice: once
+   * for the lock and what the batch must be checked against, once for the insert and the commit.
+   */
+  private async writeBatch(session: WriteSession, batch: BatchRequest[]): Promise<Array<AppendResult | Error>> {
+    const begin: Statement[] = session.ownsTransaction ? [{ text: 'BEGIN' }] : [];
+    const reads = await runInOrder(session.client, session.pipelined, [...begin, ...checkStatements(batch)]);
+    const plan = planBatch(batch, logStateOf(reads.slice(begin.length)));
+    const commit: Statement[] = session.ownsTransaction ? [{ text: 'COMMIT' }] : [];
+    const written = await runInOrder(session.client, session.pipelined, [...writeStatements(plan), ...commit]);
+    // COMMIT of a transaction that failed part-way answers ROLLBACK instead of raising an error.
+    if (session.ownsTransaction && written.at(-1)?.command !== 'COMMIT') throw new Error('The append transaction was rolled back');
+    return plan.outcomes;
   }
 
   private translateError(error: Error & { code?: string; constraint?: string }, request: AppendRequest): Error {
@@ -295,75 +213,5 @@ export class PostgresEventStore implements EventStore {
       return new EventIdReused(request.events.map((event) => event.eventId).join(','));
     }
     return error;
-  }
-}
-
-function versionMatches(expected: ExpectedVersion, current: bigint): boolean {
-  return expected === 'any' || expected === current;
-}
-
-/**
- * A request whose event ids are all stored already (or written earlier in this batch) with the
- * same stream, type and data is a retry: it succeeds without writing. Some ids stored, or the same
- * id with other content, is a different operation reusing an id, which is refused.
- */
-function findReplay(
-  request: AppendRequest,
-  existing: Map<string, StoredEvent>,
-  written: Map<string, StoredEvent>,
-): AppendResult | Error | null {
-  const found = request.events.map((event) => existing.get(event.eventId) ?? written.get(event.eventId));
-  const foundCount = found.filter((event) => event !== undefined).length;
-  if (foundCount === 0) return null;
-  const sameOperation =
-    foundCount === request.events.length &&
-    request.events.every((event, index) => {
-      const stored = found[index]!;
-      return (
-        stored.streamName === request.streamName &&
-        stored.type === event.type &&
-        canonicalJson(stored.data) === canonicalJson(normalizeJson(event.data))
-      );
-    });
-  if (!sameOperation) return new EventIdReused(request.events[0]!.eventId);
-  const storedEvents = found as StoredEvent[];
-  const last = storedEvents[storedEvents.length - 1]!;
-  return { nextStreamVersion: last.streamVersion, lastPosition: last.position, replayed: true, events: storedEvents };
-}
-
-async function insertRows(client: pg.PoolClient, rows: StoredEvent[]): Promise<void> {
-  await client.query(
-    `INSERT INTO b3iq_events (${eventColumns})
-     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[],
-                          $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::text[])`,
-    [
-      rows.map((row) => String(row.position)),
-      rows.map((row) => row.eventId),
-      rows.map((row) => row.streamName),
-      rows.map((row) => String(row.streamVersion)),
-      rows.map((row) => row.type),
-      rows.map((row) => JSON.stringify(row.data)),
-      rows.map((row) => JSON.stringify(row.metadata)),
-      rows.map((row) => row.recordedAt.toISOString()),
-      rows.map((row) => row.hash),
-    ],
-  );
-}
-
-/**
- * The value exactly as it will read back from jsonb, so the hash computed before the insert is the
- * hash an auditor recomputes from the stored row.
- */
-function normalizeJson(value: JsonObject): JsonObject {
-  return JSON.parse(JSON.stringify(value)) as JsonObject;
-}
-
-function assertStorable(event: NewEvent): void {
-  if (typeof event.eventId !== 'string' || event.eventId.length === 0 || event.eventId.length > 200) {
-    throw new TypeError('eventId must be a non-empty string of at most 200 characters');
-  }
-  // jsonb cannot hold U+0000; refusing it here keeps one bad event from failing a whole batch.
-  if (JSON.stringify(event.data).includes('\\u0000') || JSON.stringify(event.metadata ?? {}).includes('\\u0000')) {
-    throw new TypeError('event data must not contain U+0000');
   }
 }

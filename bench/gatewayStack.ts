@@ -1,0 +1,168 @@
+/**
+ * The two servers the gateway benchmark compares, in this one process, over loopback:
+ *
+ * - billed: the service as `b3iq serve` assembles it (event store on PostgreSQL with fsync on, live
+ *   projections, the Fastify app) → a real host agent (enrolled, heartbeating, signing receipts)
+ *   → the scripted dev runtime, answering at once;
+ * - bare: a node:http pass-through proxy to the same dev runtime: no auth, no billing, no parsing.
+ *
+ * The operator's setup (price, benchmark evidence, funded customers with gateway keys) goes
+ * through the admin API with `app.inject`, exactly as the README's walk-through does it by curl.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { allProjections } from '../projections/index.ts';
+import { ProjectionRunner } from '../projections/runner.ts';
+import { createAppDependencies } from '../src/composition.ts';
+import { hashSecret } from '../src/credentials/secrets.ts';
+import { openLedgerDatabase, type LedgerDatabase } from '../src/db/ledgerDatabase.ts';
+import { startDevRuntime, type DevRuntime } from '../src/devRuntime/server.ts';
+import { startHostAgent, type StartedHostAgent } from '../src/hostAgent/agent.ts';
+import { buildApp, defaultSettings } from '../src/http/app.ts';
+import { generateIdentity } from '../src/receipts/ed25519.ts';
+
+export const benchModel = 'b3iq-dev-small';
+export const depositWei = 10n ** 18n;
+const adminToken = 'b3iq_admin_gateway-benchmark-only';
+const admin = { 'x-b3iq-admin-token': adminToken };
+
+export interface Customer {
+  customerId: string;
+  apiKey: string;
+}
+
+export interface GatewayStack {
+  gatewayUrl: string;
+  proxyUrl: string;
+  runtime: DevRuntime;
+  ledger: LedgerDatabase;
+  runner: ProjectionRunner;
+  app: FastifyInstance;
+  customers: Customer[];
+  /** Resolves once the projections include everything appended so far; returns how long that took. */
+  settle(timeoutMs: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+async function inject(app: FastifyInstance, method: 'POST' | 'PUT', url: string, payload?: object): Promise<Record<string, unknown>> {
+  const response = await app.inject({ method, url, headers: admin, ...(payload === undefined ? {} : { payload }) });
+  if (response.statusCode !== 200 && response.statusCode !== 201) throw new Error(`${method} ${url}: ${response.statusCode} ${response.body}`);
+  return response.json<Record<string, unknown>>();
+}
+
+async function fundedCustomer(app: FastifyInstance): Promise<Customer> {
+  const created = await inject(app, 'POST', '/v1/admin/customers');
+  const customerId = String(created['customer_id']);
+  await inject(app, 'POST', `/v1/admin/customers/${customerId}/deposits`, { amount_wei: String(depositWei), reference: `bench-${customerId}` });
+  const key = await inject(app, 'POST', `/v1/admin/customers/${customerId}/gateway-keys`, { scopes: ['chat'] });
+  return { customerId, apiKey: String(key['api_key']) };
+}
+
+/** A pass-through proxy: forwards the request as it comes and pipes the answer back as it goes. */
+export function startBareProxy(runtimeUrl: string): Promise<{ url: string; close(): Promise<void> }> {
+  const target = new URL('/v1/chat/completions', runtimeUrl);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+  const server = http.createServer((request, response) => {
+    const upstream = http.request(
+      target,
+      { method: 'POST', agent, headers: { 'content-type': request.headers['content-type'] ?? 'application/json', 'content-length': request.headers['content-length'] ?? '0' } },
+      (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    upstream.once('error', () => {
+      if (!response.headersSent) response.writeHead(502);
+      response.end();
+    });
+    request.pipe(upstream);
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            server.closeAllConnections();
+            agent.destroy();
+          }),
+      });
+    });
+  });
+}
+
+export async function startGatewayStack(databaseUrl: string, customerCount: number): Promise<GatewayStack> {
+  const ledger = await openLedgerDatabase(databaseUrl, { poolSize: 20 });
+  const runner = new ProjectionRunner(ledger.store, ledger.db, allProjections);
+  // The per-key limits would otherwise be what the benchmark measures.
+  const settings = { ...defaultSettings, requestsPerMinute: 10_000_000, maxConcurrentStreams: 10_000 };
+  const app = await buildApp({ ...createAppDependencies(ledger, runner, hashSecret(adminToken), settings, generateIdentity()), logger: false });
+  runner.start();
+  const gatewayUrl = await app.listen({ host: '127.0.0.1', port: 0 });
+  const runtime = await startDevRuntime({ models: [benchModel], completionTokens: 16 });
+  const nodeDir = await mkdtemp(join(tmpdir(), 'b3iq-bench-node-'));
+  let agent: StartedHostAgent | null = null;
+  try {
+    agent = await startHostAgent({
+      runtimeUrl: runtime.url,
+      runtimeKind: 'openai',
+      dataDir: nodeDir,
+      controlPlaneUrl: gatewayUrl,
+      port: 0,
+      heartbeatIntervalMs: 1_000,
+      maxConcurrent: 256,
+    });
+    await inject(app, 'PUT', `/v1/admin/models/${benchModel}/price`, {
+      prompt_price_per_million_wei: '1000000000',
+      completion_price_per_million_wei: '3000000000',
+      policy_version: 'bench-1',
+    });
+    await inject(app, 'POST', `/v1/admin/nodes/${agent.nodeId}/benchmarks`, {
+      model_id: benchModel,
+      observed_at: new Date().toISOString(),
+      tokens_per_second: 500,
+      ttft_ms: 20,
+    });
+    const customers = await Promise.all(Array.from({ length: customerCount }, () => fundedCustomer(app)));
+    const proxy = await startBareProxy(runtime.url);
+    const startedAgent = agent;
+    return {
+      gatewayUrl,
+      proxyUrl: proxy.url,
+      runtime,
+      ledger,
+      runner,
+      app,
+      customers,
+      async settle(timeoutMs) {
+        const started = performance.now();
+        const head = await ledger.store.headPosition();
+        if (!(await runner.waitFor(head, timeoutMs))) throw new Error(`projections did not reach position ${head} within ${timeoutMs} ms`);
+        return performance.now() - started;
+      },
+      async close() {
+        await proxy.close();
+        await startedAgent.close();
+        await app.close();
+        await runner.stop();
+        await ledger.close();
+        await runtime.close();
+        await rm(nodeDir, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    await agent?.close();
+    await app.close();
+    await runner.stop();
+    await ledger.close();
+    await runtime.close();
+    await rm(nodeDir, { recursive: true, force: true });
+    throw error;
+  }
+}

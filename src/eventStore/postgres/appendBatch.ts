@@ -1,0 +1,243 @@
+import type pg from 'pg';
+import { canonicalJson } from '../../canonicalJson.ts';
+import { chainHash, genesisHash } from '../hashChain.ts';
+import {
+  EventIdReused,
+  VersionConflict,
+  type AppendResult,
+  type ExpectedVersion,
+  type JsonObject,
+  type NewEvent,
+  type StoredEvent,
+} from '../port.ts';
+import type { Statement } from './appendConnection.ts';
+import { eventColumns, toStoredEvent, type EventRow } from './eventRow.ts';
+import { appendChannel, appendLockKey } from './schema.ts';
+
+/**
+ * The part of a group-commit flush that needs no connection: the statements that read what a
+ * batch is checked against, the decision on each request, and the statements that write the
+ * accepted events. postgresEventStore.ts sends them and owns the transaction around them.
+ */
+
+export interface BatchRequest {
+  streamName: string;
+  events: PreparedEvent[];
+  expectedVersion: ExpectedVersion;
+}
+
+/**
+ * A NewEvent checked and normalised when it is queued rather than inside a flush: a flush holds
+ * the append lock that every writing process waits for, so the less it computes the better.
+ */
+export interface PreparedEvent {
+  eventId: string;
+  type: string;
+  /** Exactly as it will read back from jsonb, so the hash computed now is the one an auditor recomputes. */
+  data: JsonObject;
+  metadata: JsonObject;
+  /** The text sent to jsonb. */
+  dataJson: string;
+  metadataJson: string;
+}
+
+export function prepareEvent(event: NewEvent): PreparedEvent {
+  if (typeof event.eventId !== 'string' || event.eventId.length === 0 || event.eventId.length > 200) {
+    throw new TypeError('eventId must be a non-empty string of at most 200 characters');
+  }
+  const dataJson = JSON.stringify(event.data);
+  const metadataJson = JSON.stringify(event.metadata ?? {});
+  // jsonb cannot hold U+0000; refusing it here keeps one bad event from failing a whole batch.
+  if (dataJson.includes('\\u0000') || metadataJson.includes('\\u0000')) {
+    throw new TypeError('event data must not contain U+0000');
+  }
+  const data = JSON.parse(dataJson) as JsonObject;
+  const metadata = JSON.parse(metadataJson) as JsonObject;
+  return { eventId: event.eventId, type: event.type, data, metadata, dataJson, metadataJson };
+}
+
+interface HeadRow {
+  position: bigint;
+  hash: string;
+}
+
+interface VersionRow {
+  stream_name: string;
+  version: bigint | null;
+}
+
+/**
+ * The append lock, then what the batch is checked against: the head of the log, those of the
+ * batch's event ids that are stored already, and each stream's version. Every statement after the
+ * lock takes its own snapshot, so it sees each commit made before the lock was granted. The names
+ * make them prepared statements, planned once per connection.
+ */
+export function checkStatements(batch: BatchRequest[]): Statement[] {
+  return [
+    { name: 'b3iq_append_lock', text: 'SELECT pg_advisory_xact_lock($1)', values: [appendLockKey] },
+    { name: 'b3iq_append_head', text: 'SELECT position, hash FROM b3iq_events ORDER BY position DESC LIMIT 1' },
+    existingEventsStatement(batch),
+    streamVersionsStatement(batch),
+  ];
+}
+
+/** The log state from the results of checkStatements, in the same order. */
+export function logStateOf(results: pg.QueryResult[]): LogState {
+  const [, head, existing, versions] = results as [
+    pg.QueryResult,
+    pg.QueryResult<HeadRow>,
+    pg.QueryResult<EventRow>,
+    pg.QueryResult<VersionRow>,
+  ];
+  return {
+    position: head.rows[0]?.position ?? 0n,
+    hash: head.rows[0]?.hash ?? genesisHash,
+    existing: new Map(existing.rows.map((row) => [row.event_id, toStoredEvent(row)])),
+    versions: new Map(versions.rows.map((row) => [row.stream_name, row.version ?? 0n])),
+  };
+}
+
+/** The insert and its notification, or nothing when the batch accepted no event. */
+export function writeStatements(plan: BatchPlan): Statement[] {
+  return plan.rows.length === 0 ? [] : [insertStatement(plan.rows), notifyStatement(plan.headPosition)];
+}
+
+/** What a batch is checked against: the head of the log and what it holds for this batch. */
+export interface LogState {
+  position: bigint;
+  hash: string;
+  existing: Map<string, StoredEvent>;
+  versions: Map<string, bigint>;
+}
+
+export interface BatchPlan {
+  outcomes: Array<AppendResult | Error>;
+  rows: WrittenRow[];
+  /** The head of the log once the batch is written. */
+  headPosition: bigint;
+}
+
+interface WrittenRow {
+  stored: StoredEvent;
+  dataJson: string;
+  metadataJson: string;
+}
+
+/**
+ * Decides each request of a batch in order, as if they were appended one after another: replays,
+ * version checks, then positions, stream versions and the hash chain for the accepted events.
+ */
+export function planBatch(batch: BatchRequest[], log: LogState): BatchPlan {
+  let position = log.position;
+  let previousHash = log.hash;
+  const versions = log.versions;
+  const written = new Map<string, StoredEvent>();
+  const rows: WrittenRow[] = [];
+  const recordedAt = new Date();
+
+  const outcomes = batch.map((request): AppendResult | Error => {
+    const replay = findReplay(request, log.existing, written);
+    if (replay !== null) return replay;
+    const currentVersion = versions.get(request.streamName) ?? 0n;
+    if (!versionMatches(request.expectedVersion, currentVersion)) {
+      return new VersionConflict(request.streamName, request.expectedVersion, currentVersion);
+    }
+    const stored = request.events.map((event, index): StoredEvent => {
+      position += 1n;
+      const fields = {
+        position,
+        eventId: event.eventId,
+        streamName: request.streamName,
+        streamVersion: currentVersion + BigInt(index + 1),
+        type: event.type,
+        data: event.data,
+        metadata: event.metadata,
+        recordedAt,
+      };
+      previousHash = chainHash(previousHash, fields);
+      const storedEvent = { ...fields, hash: previousHash };
+      rows.push({ stored: storedEvent, dataJson: event.dataJson, metadataJson: event.metadataJson });
+      return storedEvent;
+    });
+    for (const event of stored) written.set(event.eventId, event);
+    const last = stored[stored.length - 1]!;
+    versions.set(request.streamName, last.streamVersion);
+    return { nextStreamVersion: last.streamVersion, lastPosition: last.position, replayed: false, events: stored };
+  });
+  return { outcomes, rows, headPosition: position };
+}
+
+function versionMatches(expected: ExpectedVersion, current: bigint): boolean {
+  return expected === 'any' || expected === current;
+}
+
+/**
+ * A request whose event ids are all stored already (or written earlier in this batch) with the
+ * same stream, type and data is a retry: it succeeds without writing. Some ids stored, or the same
+ * id with other content, is a different operation reusing an id, which is refused.
+ */
+function findReplay(
+  request: BatchRequest,
+  existing: Map<string, StoredEvent>,
+  written: Map<string, StoredEvent>,
+): AppendResult | Error | null {
+  const found = request.events.map((event) => existing.get(event.eventId) ?? written.get(event.eventId));
+  const foundCount = found.filter((event) => event !== undefined).length;
+  if (foundCount === 0) return null;
+  const sameOperation =
+    foundCount === request.events.length &&
+    request.events.every((event, index) => {
+      const stored = found[index]!;
+      return (
+        stored.streamName === request.streamName &&
+        stored.type === event.type &&
+        canonicalJson(stored.data) === canonicalJson(event.data)
+      );
+    });
+  if (!sameOperation) return new EventIdReused(request.events[0]!.eventId);
+  const storedEvents = found as StoredEvent[];
+  const last = storedEvents[storedEvents.length - 1]!;
+  return { nextStreamVersion: last.streamVersion, lastPosition: last.position, replayed: true, events: storedEvents };
+}
+
+function existingEventsStatement(batch: BatchRequest[]): Statement {
+  const ids = batch.flatMap((request) => request.events.map((event) => event.eventId));
+  return { name: 'b3iq_append_existing', text: `SELECT ${eventColumns} FROM b3iq_events WHERE event_id = ANY($1::text[])`, values: [ids] };
+}
+
+/** One index probe per stream, so the cost does not grow with the length of a stream. */
+function streamVersionsStatement(batch: BatchRequest[]): Statement {
+  const names = [...new Set(batch.map((request) => request.streamName))];
+  return {
+    name: 'b3iq_append_versions',
+    text: `SELECT s.name AS stream_name,
+                  (SELECT stream_version FROM b3iq_events e WHERE e.stream_name = s.name
+                    ORDER BY stream_version DESC LIMIT 1) AS version
+             FROM unnest($1::text[]) AS s(name)`,
+    values: [names],
+  };
+}
+
+function insertStatement(rows: WrittenRow[]): Statement {
+  return {
+    name: 'b3iq_append_insert',
+    text: `INSERT INTO b3iq_events (${eventColumns})
+           SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                                $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::text[])`,
+    values: [
+      rows.map((row) => String(row.stored.position)),
+      rows.map((row) => row.stored.eventId),
+      rows.map((row) => row.stored.streamName),
+      rows.map((row) => String(row.stored.streamVersion)),
+      rows.map((row) => row.stored.type),
+      rows.map((row) => row.dataJson),
+      rows.map((row) => row.metadataJson),
+      rows.map((row) => row.stored.recordedAt.toISOString()),
+      rows.map((row) => row.stored.hash),
+    ],
+  };
+}
+
+function notifyStatement(headPosition: bigint): Statement {
+  return { name: 'b3iq_append_notify', text: 'SELECT pg_notify($1, $2)', values: [appendChannel, String(headPosition)] };
+}
