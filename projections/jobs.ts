@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
-import { parseCustomerAccountEvent } from '../src/events/customerAccount.ts';
 import { parseJobEvent, type JobEvent } from '../src/events/job.ts';
 import type { StoredEvent } from '../src/eventStore/port.ts';
+import { accountEventOf } from './accountEvents.ts';
 import type { Projection, ProjectionTransaction } from './projection.ts';
 
 /**
@@ -129,7 +129,7 @@ function jobChanges(stored: StoredEvent, event: JobEvent): Change[] {
 }
 
 function moneyChanges(stored: StoredEvent): Change[] {
-  const money = parseCustomerAccountEvent(stored.type, stored.data);
+  const money = accountEventOf(stored);
   const base = { position: stored.position, at: stored.recordedAt };
   if (money?.type === 'ReservationCaptured') {
     const { job_id: jobId, cost_wei: costWei, node_payable_wei: payoutWei } = money.data;

@@ -12,7 +12,7 @@ export async function rebuildProjections(config: ServiceConfig): Promise<number>
   try {
     const head = await ledger.store.headPosition();
     bar.start(Number(head), 0);
-    const runner = new ProjectionRunner(ledger.store, ledger.db, allProjections, { batchSize: 5000 });
+    const runner = new ProjectionRunner(ledger.store, ledger.db, allProjections);
     const position = await runner.rebuild((applied) => bar.update(Number(applied)));
     bar.update(Number(position));
     bar.stop();

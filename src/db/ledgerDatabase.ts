@@ -47,8 +47,9 @@ export async function openLedgerDatabase(
     store,
     async close() {
       await store.close();
-      // Kysely's destroy ends the pool it was given.
+      // Kysely ends the pool only if a query went through it, so the pool is ended here as well.
       await db.destroy();
+      if (!(pool as pg.Pool & { ended?: boolean }).ended) await pool.end();
     },
   };
 }
