@@ -1,10 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import pg from 'pg';
 import { generateSecret } from '../credentials/secrets.ts';
-import { loadEmbeddedPostgres } from './loadEmbeddedPostgres.ts';
+import { allowSearchUpTo, loadEmbeddedPostgres } from './loadEmbeddedPostgres.ts';
 
 export interface DatabaseServer {
   connectionString: string;
@@ -24,7 +24,7 @@ const databaseName = 'b3iq';
 export async function openEmbeddedPostgres(dataDir: string): Promise<DatabaseServer> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const runsAsRoot = process.getuid?.() === 0;
-  if (runsAsRoot) await allowSearch(dataDir);
+  if (runsAsRoot) await allowSearchUpTo(dataDir);
   const postgresDir = join(dataDir, 'postgres');
   const password = await readOrCreatePassword(join(dataDir, 'postgres-password'));
   const running = runningServerPort(postgresDir);
@@ -48,25 +48,6 @@ export async function openEmbeddedPostgres(dataDir: string): Promise<DatabaseSer
   await server.start();
   await ensureDatabase(password, port);
   return { connectionString: urlFor(password, port, databaseName), owned: true, stop: () => server.stop() };
-}
-
-/**
- * As root, PostgreSQL runs as the unprivileged `postgres` user, which must be able to reach its
- * data directory. Search permission (not read) on the directory and its parents is the least that
- * allows it; secrets in the directory stay mode 0600.
- */
-async function allowSearch(dataDir: string): Promise<void> {
-  let directory = resolve(dataDir);
-  for (;;) {
-    const { mode } = await stat(directory);
-    if ((mode & 0o001) === 0) {
-      await chmod(directory, (mode & 0o7777) | 0o001);
-      process.stderr.write(`b3iq: granted search permission on ${directory} so PostgreSQL can reach its data\n`);
-    }
-    const parent = dirname(directory);
-    if (parent === directory) return;
-    directory = parent;
-  }
 }
 
 async function readOrCreatePassword(path: string): Promise<string> {

