@@ -1,8 +1,9 @@
-import { sql } from 'kysely';
+import { sql, type Selectable } from 'kysely';
 import { parseJobEvent, type JobEvent } from '../src/events/job.ts';
 import type { StoredEvent } from '../src/eventStore/port.ts';
 import { accountEventOf } from './accountEvents.ts';
 import type { Projection, ProjectionTransaction } from './projection.ts';
+import type { JobTables } from './tables.ts';
 
 /**
  * Paid jobs with their billing state, and accepted receipts with their exact signed bytes: what
@@ -11,26 +12,8 @@ import type { Projection, ProjectionTransaction } from './projection.ts';
  * A batch is folded in memory and each touched job is written once, with one statement per table.
  */
 
-interface JobRow {
-  job_id: string;
-  customer_id: string;
-  key_id: string;
-  model_id: string;
-  node_id: string | null;
-  stream: boolean;
-  status: string;
-  billing_status: string;
-  quoted_price_wei: string;
-  reserved_price_wei: string;
-  debited_price_wei: string | null;
-  payout_price_wei: string | null;
-  policy_version: string;
-  receipt_hash: string | null;
-  failure_reason: string | null;
-  created_at: Date;
-  completed_at: Date | null;
-  last_position: bigint;
-}
+/** A row of the jobs table as read back: wei as decimal strings, times as dates. */
+type JobRow = Selectable<JobTables['jobs']>;
 
 interface ReceiptRow {
   receipt_hash: string;
@@ -165,7 +148,7 @@ function receiptRow(stored: StoredEvent, event: Extract<JobEvent, { type: 'Recei
 
 async function loadJobs(transaction: ProjectionTransaction, jobIds: string[]): Promise<Map<string, JobRow>> {
   const found = await transaction.selectFrom('jobs').selectAll().where('job_id', 'in', jobIds).execute();
-  return new Map(found.map((row) => [row.job_id, row as JobRow]));
+  return new Map(found.map((row) => [row.job_id, row]));
 }
 
 async function saveJobs(transaction: ProjectionTransaction, rows: JobRow[]): Promise<void> {
