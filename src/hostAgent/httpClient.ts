@@ -38,9 +38,14 @@ export interface BufferedResponse {
   body: Buffer;
 }
 
+const idleSocketMs = 4_000;
+
 export class HttpClient {
-  readonly #httpAgent = new http.Agent({ keepAlive: true });
-  readonly #httpsAgent = new https.Agent({ keepAlive: true });
+  // An idle pooled socket is closed after 4 s, before a Node server's default 5 s keep-alive
+  // timeout closes it from the other end: reusing a socket the server is closing fails with
+  // ECONNRESET. Active requests keep their own idle timeout (below).
+  readonly #httpAgent = new http.Agent({ keepAlive: true, timeout: idleSocketMs });
+  readonly #httpsAgent = new https.Agent({ keepAlive: true, timeout: idleSocketMs });
   readonly #open = new Set<ClientRequest>();
 
   /** Resolves once the response headers arrive; the caller reads (or abandons) the body. */

@@ -3,10 +3,14 @@ import https from 'node:https';
 import type { RouteCandidate } from './directory.ts';
 import { signDispatch } from './dispatchSignature.ts';
 
-/** Keep-alive agents: a dispatch reuses a warm connection instead of paying a handshake. */
+/**
+ * Keep-alive agents: a dispatch reuses a warm connection instead of paying a handshake. Idle
+ * sockets are closed after 4 s, before a Node server's default 5 s keep-alive timeout closes them
+ * from the other end, which would make the next reuse fail with ECONNRESET.
+ */
 const agents = {
-  http: new http.Agent({ keepAlive: true, maxSockets: 256 }),
-  https: new https.Agent({ keepAlive: true, maxSockets: 256 }),
+  http: new http.Agent({ keepAlive: true, maxSockets: 256, timeout: 4_000 }),
+  https: new https.Agent({ keepAlive: true, maxSockets: 256, timeout: 4_000 }),
 };
 
 export interface DispatchTarget {
