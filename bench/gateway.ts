@@ -214,7 +214,10 @@ async function benchmark(server: TestPostgres, plan: Plan, customerCount: number
     for (const mode of ['stream', 'one client', 'non-stream'] as const) {
       const billed = pooled('billed', mode);
       const proxy = pooled('proxy', mode);
-      console.log(`${mode} (${billed.measured} billed, ${proxy.measured} proxied requests measured): ${comparison(billed, proxy)}`);
+      console.log(
+        `${mode}: billed ${billed.measured} requests p50_ms=${fixed(billed.p50Ms)} p99_ms=${fixed(billed.p99Ms)}; ` +
+          `proxy ${proxy.measured} requests p50_ms=${fixed(proxy.p50Ms)} p99_ms=${fixed(proxy.p99Ms)}; ${comparison(billed, proxy)}`,
+      );
     }
     const billed = pooled('billed', 'non-stream');
     const proxy = pooled('proxy', 'non-stream');

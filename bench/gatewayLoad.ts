@@ -173,7 +173,8 @@ export async function startLoadWorker(): Promise<LoadWorker> {
   };
 }
 
-// Runs as the child only when started with an IPC channel; importing it for its types does nothing.
+// Runs as the child only when started with an IPC channel; importing this file (for startLoadWorker
+// and the types) runs nothing.
 if (process.send !== undefined && process.argv[2] === 'child') {
   const send = process.send.bind(process);
   let queue: Promise<void> = Promise.resolve();
