@@ -42,9 +42,9 @@ export function operationEventId(streamName: string, operationKey: string, index
 }
 
 /**
- * load → decide → enrich → append, retried on a version conflict. Before deciding, the handler
- * looks for the operation's first event id: an operation already in the log is answered from the
- * log, which makes every command safe to retry.
+ * load → decide → enrich → append, retried on a version conflict. Event ids derive from the
+ * operation, so an operation already in the log is answered from the log, which makes every
+ * command safe to retry.
  */
 export function handleCommand<Command, Event extends { type: string; data: JsonObject }, State>(
   context: CommandContext<State>,
@@ -64,27 +64,27 @@ async function decideAndAppend<Command, Event extends { type: string; data: Json
 ): Promise<CommandOutcome<State>> {
   const operationKey = spec.operationKey(command);
   const intentHash = createHash('sha256').update(canonicalJson(spec.intent(command))).digest('hex');
+  // An operation already in the log is recognised by its event ids. Looking them up costs a query,
+  // so it is done only when the decision or the append says something may already have happened:
+  // a refusal, a replayed append, or an id stored with other content.
+  const earlier = () => findOperation(context, spec, command, streamName, operationKey, intentHash);
   for (let attempt = 1; attempt <= maxAttempts; attempt += 1) {
-    // 1. An operation already carried out is answered from the log.
-    const earlier = await findOperation(context, spec, command, streamName, operationKey, intentHash);
-    if (earlier !== null) return earlier;
-    // 2. Load the state as of the stream's last version.
+    // 1. Load the state as of the stream's last version.
     const { version, state } = await loadState(context, spec, streamName);
-    // 3. Decide; domain errors propagate to the caller unchanged, unless the operation itself was
-    //    carried out between steps 1 and 2 (a retry racing its original): that is a replay.
+    // 2. Decide. A refusal may be a retry whose original already changed the state: that is a replay.
     let decided: Event[];
     try {
       decided = spec.decider.decide(command, state);
     } catch (error) {
       if (!(error instanceof DomainError)) throw error;
-      const raced = await findOperation(context, spec, command, streamName, operationKey, intentHash);
-      if (raced !== null) return raced;
+      const replay = await earlier();
+      if (replay !== null) return replay;
       throw error;
     }
     invariant(decided.length <= maxEventsPerCommand, 'a command yields at most 16 events');
     // Deciding nothing is an outcome (the command was already satisfied), not an error.
     if (decided.length === 0) return { events: [], state, replayed: true, lastPosition: 0n };
-    // 4. Enrich with deterministic ids and the operation's metadata, then append.
+    // 3. Enrich with deterministic ids and the operation's metadata, then append.
     const events = decided.map((event, index) => ({
       eventId: operationEventId(streamName, operationKey, index),
       type: event.type,
@@ -93,14 +93,22 @@ async function decideAndAppend<Command, Event extends { type: string; data: Json
     }));
     try {
       const result = await context.store.append(streamName, events, { expectedVersion: version });
-      if (result.replayed) continue;
+      if (result.replayed) {
+        const replay = await earlier();
+        if (replay !== null) return replay;
+        continue;
+      }
       const nextState = decided.reduce(spec.decider.evolve, state);
       context.cache.set(streamName, result.nextStreamVersion, nextState);
       return { events: result.events, state: nextState, replayed: false, lastPosition: result.lastPosition };
     } catch (error) {
       if (error instanceof VersionConflict) continue;
-      if (error instanceof EventIdReused) throw spec.reusedKeyError(command);
-      throw error;
+      if (!(error instanceof EventIdReused)) throw error;
+      // Ids already stored with other content: the same operation with details that vary (a
+      // timestamp), or another operation under the key. The stored intent tells which.
+      const replay = await earlier();
+      if (replay !== null) return replay;
+      throw spec.reusedKeyError(command);
     }
   }
   throw new DomainError('version_conflict', `Too much contention on ${streamName}; retry the request`);
