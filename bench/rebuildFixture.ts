@@ -18,6 +18,7 @@ import {
 import { customerStreamName, type CustomerAccountEvent } from '../src/events/customerAccount.ts';
 import { chainHash, genesisHash } from '../src/eventStore/hashChain.ts';
 import type { JsonObject, StoredEvent } from '../src/eventStore/port.ts';
+import { customerAccountSpec } from '../src/commands/customerAccount.ts';
 
 export interface FixtureOptions {
   events: number;
@@ -83,34 +84,6 @@ function nextCommand(customer: Customer, random: () => number): CustomerAccountC
   return { type: 'Capture', customerId, jobId, costWei, nodeId: `node-${Math.floor(random() * nodeCount)}`, nodeShareBps };
 }
 
-function operationKey(command: CustomerAccountCommand): string {
-  switch (command.type) {
-    case 'CreateCustomer':
-      return 'create';
-    case 'Deposit':
-      return `deposit:${command.reference}`;
-    case 'Reserve':
-      return `reserve:${command.jobId}`;
-    case 'Capture':
-    case 'Release':
-      return `resolve:${command.jobId}`;
-  }
-}
-
-/** The fields that make two requests the same operation, as src/commands/customerAccount.ts names them. */
-function intentOf(command: CustomerAccountCommand): JsonObject {
-  switch (command.type) {
-    case 'CreateCustomer':
-    case 'Release':
-      return { type: command.type };
-    case 'Deposit':
-    case 'Reserve':
-      return { type: command.type, amount_wei: command.amountWei.toString() };
-    case 'Capture':
-      return { type: command.type, cost_wei: command.costWei.toString(), node_id: command.nodeId, node_share_bps: command.nodeShareBps };
-  }
-}
-
 function entriesOf(event: CustomerAccountEvent): number {
   if (event.type === 'CustomerCreated') return 0;
   if (event.type === 'ReservationCaptured') return event.data.released_wei === '0' ? 1 : 2;
@@ -158,8 +131,9 @@ class LogGenerator {
 
   private step(customer: Customer): StoredEvent[] {
     const command = nextCommand(customer, this.random);
-    const key = operationKey(command);
-    const intentHash = createHash('sha256').update(canonicalJson(intentOf(command))).digest('hex');
+    // Ids and metadata exactly as the command handler derives them.
+    const key = customerAccountSpec.operationKey(command);
+    const intentHash = createHash('sha256').update(canonicalJson(customerAccountSpec.intent(command))).digest('hex');
     const metadata: JsonObject = { operation: key, intent_hash: intentHash };
     const events = decide(command, customer.state);
     customer.commands += 1;

@@ -12,7 +12,7 @@ export type CustomerAccountContext = CommandContext<CustomerAccountState>;
  * keyed by its external reference, and a job reserves once and resolves once (capture and release
  * share the key, which is what makes "each reservation resolves exactly once" hold in the log).
  */
-const customerAccountSpec: CommandSpec<CustomerAccountCommand, CustomerAccountEvent, CustomerAccountState> = {
+export const customerAccountSpec: CommandSpec<CustomerAccountCommand, CustomerAccountEvent, CustomerAccountState> = {
   decider: customerAccountDecider,
   streamName: (command) => customerStreamName(command.customerId),
   operationKey(command) {

@@ -1,20 +1,12 @@
 import { createHash } from 'node:crypto';
 import { canonicalBytes } from '../canonicalJson.ts';
-import type { JsonObject } from './port.ts';
+import type { StoredEvent } from './port.ts';
 
 /** The chain starts from 32 zero bytes, so the first event's hash is defined like every other. */
 export const genesisHash = '0'.repeat(64);
 
-export interface ChainedFields {
-  position: bigint;
-  eventId: string;
-  streamName: string;
-  streamVersion: bigint;
-  type: string;
-  data: JsonObject;
-  metadata: JsonObject;
-  recordedAt: Date;
-}
+/** Every stored field but the hash, which is computed from them. */
+export type ChainedFields = Omit<StoredEvent, 'hash'>;
 
 /**
  * The canonical bytes of an event: RFC 8785 JSON of every stored field except the hash. Integers
