@@ -15,22 +15,13 @@ import type { JobTables } from './tables.ts';
 /** A row of the jobs table as read back: wei as decimal strings, times as dates. */
 type JobRow = Selectable<JobTables['jobs']>;
 
-interface ReceiptRow {
-  receipt_hash: string;
-  job_id: string;
-  node_id: string;
-  model_id: string;
-  node_key_id: string;
-  node_public_key: string;
-  signature_ed25519: string;
-  receipt_canonical: string;
-  received_at: Date;
-  position: bigint;
+/** A receipts row as written: every column but the ones the table fills in itself. */
+type ReceiptRow = Omit<Selectable<JobTables['receipts']>, 'status' | 'batch_id' | 'ledger_key_id' | 'ledger_countersignature' | 'debited_price_wei' | 'payout_price_wei'> & {
   ledger_key_id: string;
   ledger_countersignature: string;
   debited_price_wei: string;
   payout_price_wei: string;
-}
+};
 
 type Change = { position: bigint; at: Date; jobId: string; apply: (row: JobRow) => void } | { position: bigint; at: Date; created: JobRow };
 

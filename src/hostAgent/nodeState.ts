@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { readPrivateFile } from '../credentials/privateFile.ts';
 import { minimumSecretBytes } from '../router/dispatchSignature.ts';
 
 /**
@@ -36,28 +37,13 @@ export function nodeFilePath(dataDir: string): string {
 
 /** Null when the node has not enrolled yet; throws when the file is unsafe or damaged. */
 export async function loadEnrollment(dataDir: string): Promise<Enrollment | null> {
-  const path = nodeFilePath(dataDir);
-  let handle;
-  try {
-    handle = await open(path, 'r');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
-  }
-  try {
-    const stats = await handle.stat();
-    if (!stats.isFile() || stats.size > maxNodeFileBytes) throw new Error(`${nodeFileName} is not a small regular file`);
-    if (process.platform !== 'win32' && (stats.mode & 0o077) !== 0) {
-      throw new Error(`${nodeFileName} is accessible by group or others; restrict it with chmod 600`);
-    }
-    const parsed = nodeFileSchema.safeParse(JSON.parse(await handle.readFile('utf8')));
-    if (!parsed.success) throw new Error(`${nodeFileName} does not hold a node enrollment`);
-    const dispatchSecret = Buffer.from(parsed.data.dispatch_secret, 'base64url');
-    if (dispatchSecret.length < minimumSecretBytes) throw new Error(`${nodeFileName} holds a dispatch secret that is too short`);
-    return { nodeId: parsed.data.node_id, dispatchSecret, controlPlaneUrl: parsed.data.control_plane_url };
-  } finally {
-    await handle.close();
-  }
+  const text = await readPrivateFile(nodeFilePath(dataDir), nodeFileName, maxNodeFileBytes);
+  if (text === null) return null;
+  const parsed = nodeFileSchema.safeParse(JSON.parse(text.toString('utf8')));
+  if (!parsed.success) throw new Error(`${nodeFileName} does not hold a node enrollment`);
+  const dispatchSecret = Buffer.from(parsed.data.dispatch_secret, 'base64url');
+  if (dispatchSecret.length < minimumSecretBytes) throw new Error(`${nodeFileName} holds a dispatch secret that is too short`);
+  return { nodeId: parsed.data.node_id, dispatchSecret, controlPlaneUrl: parsed.data.control_plane_url };
 }
 
 /** Writes a private temporary file and renames it over node.json, so readers never see half of it. */

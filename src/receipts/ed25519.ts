@@ -10,6 +10,7 @@ import {
 } from 'node:crypto';
 import { link, mkdir, open, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { readPrivateFile } from '../credentials/privateFile.ts';
 
 /**
  * Ed25519 on the server path, with node:crypto only: OpenSSL verifies about 13 times faster than
@@ -102,29 +103,11 @@ export async function loadOrCreateIdentity(path: string): Promise<NodeIdentity> 
 }
 
 async function readPrivateKeyFile(path: string): Promise<KeyObject | null> {
-  let handle;
-  try {
-    handle = await open(path, 'r');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
-  }
-  try {
-    // Permissions are checked on the opened handle, so the file checked is the file read.
-    const stats = await handle.stat();
-    if (!stats.isFile()) throw new Error(`Identity key ${path} is not a regular file`);
-    if (process.platform !== 'win32' && (stats.mode & 0o077) !== 0) {
-      throw new Error(
-        `Identity key ${path} is accessible by group or others (mode ${(stats.mode & 0o777).toString(8)}); ` +
-          `refusing to use it. Restrict it with: chmod 600 ${path}`,
-      );
-    }
-    const privateKey = createPrivateKey({ key: await handle.readFile(), format: 'pem' });
-    if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`Identity key ${path} is not an Ed25519 key`);
-    return privateKey;
-  } finally {
-    await handle.close();
-  }
+  const pem = await readPrivateFile(path, `Identity key ${path}`);
+  if (pem === null) return null;
+  const privateKey = createPrivateKey({ key: pem, format: 'pem' });
+  if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`Identity key ${path} is not an Ed25519 key`);
+  return privateKey;
 }
 
 /**
