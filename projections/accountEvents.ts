@@ -1,4 +1,4 @@
-import { parseCustomerAccountEvent, type CustomerAccountEvent } from '../src/events/customerAccount.ts';
+import { customerAccountEventSchemas, parseCustomerAccountEvent, type CustomerAccountEvent } from '../src/events/customerAccount.ts';
 import type { StoredEvent } from '../src/eventStore/port.ts';
 
 const parsed = new WeakMap<StoredEvent, CustomerAccountEvent | null>();
@@ -16,3 +16,6 @@ export function accountEventOf(stored: StoredEvent): CustomerAccountEvent | null
   }
   return event;
 }
+
+/** Every customer account event type: what the account projections read. */
+export const customerAccountEventTypes: readonly string[] = Object.keys(customerAccountEventSchemas);

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { CustomerAccountEvent } from '../src/events/customerAccount.ts';
 import type { StoredEvent } from '../src/eventStore/port.ts';
-import { accountEventOf } from './accountEvents.ts';
+import { accountEventOf, customerAccountEventTypes } from './accountEvents.ts';
 import type { Projection, ProjectionTransaction } from './projection.ts';
 
 interface BalanceRow {
@@ -17,6 +17,7 @@ interface BalanceRow {
 export const customerBalancesProjection: Projection = {
   name: 'customer_balances',
   tables: ['customer_balances'],
+  eventTypes: customerAccountEventTypes,
   async apply(transaction, events) {
     const accountEvents = events.flatMap((stored) => {
       const event = accountEventOf(stored);
@@ -26,6 +27,35 @@ export const customerBalancesProjection: Projection = {
     const rows = await loadRows(transaction, [...new Set(accountEvents.map(({ event }) => event.data.customer_id))]);
     for (const { stored, event } of accountEvents) applyEvent(rows, stored, event);
     await saveRows(transaction, [...rows.values()]);
+  },
+  async replay(transaction, log, through) {
+    // Each created customer's sums of the deltas balanceChange() gives, over the events after its
+    // creation; updated_at is the time of the last of them.
+    await sql`
+      WITH created AS (
+        SELECT DISTINCT ON (data->>'customer_id') data->>'customer_id' AS customer_id, position, recorded_at
+          FROM ${sql.table(log)} WHERE type = 'CustomerCreated' AND position <= ${String(through)}::bigint
+         ORDER BY data->>'customer_id', position),
+      moved AS (
+        SELECT e.data->>'customer_id' AS customer_id,
+               sum(CASE e.type WHEN 'FundsDeposited' THEN (e.data->>'amount_wei')::numeric
+                               WHEN 'FundsReserved' THEN -(e.data->>'amount_wei')::numeric
+                               WHEN 'ReservationCaptured' THEN (e.data->>'released_wei')::numeric
+                               ELSE (e.data->>'amount_wei')::numeric END) AS available_wei,
+               sum(CASE e.type WHEN 'FundsDeposited' THEN 0
+                               WHEN 'FundsReserved' THEN (e.data->>'amount_wei')::numeric
+                               WHEN 'ReservationCaptured' THEN -(e.data->>'reserved_wei')::numeric
+                               ELSE -(e.data->>'amount_wei')::numeric END) AS reserved_wei,
+               max(e.position) AS last_position
+          FROM ${sql.table(log)} e JOIN created c ON c.customer_id = e.data->>'customer_id' AND e.position > c.position
+         WHERE e.type IN ('FundsDeposited', 'FundsReserved', 'ReservationCaptured', 'ReservationReleased')
+           AND e.position <= ${String(through)}::bigint
+         GROUP BY 1)
+      INSERT INTO customer_balances (customer_id, balance_wei, reserved_wei, available_wei, last_position, created_at, updated_at)
+      SELECT c.customer_id, coalesce(m.available_wei + m.reserved_wei, 0), coalesce(m.reserved_wei, 0), coalesce(m.available_wei, 0),
+             coalesce(m.last_position, c.position), c.recorded_at, coalesce(last.recorded_at, c.recorded_at)
+        FROM created c LEFT JOIN moved m USING (customer_id)
+        LEFT JOIN ${sql.table(log)} last ON last.position = m.last_position`.execute(transaction);
   },
 };
 

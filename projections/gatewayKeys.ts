@@ -1,11 +1,12 @@
 import { sql } from 'kysely';
-import { parseGatewayKeyEvent } from '../src/events/gatewayKey.ts';
+import { gatewayKeyEventSchemas, parseGatewayKeyEvent } from '../src/events/gatewayKey.ts';
 import type { Projection } from './projection.ts';
 
 /** Each gateway key's policy and status: what authentication reads on every gateway request. */
 export const gatewayKeysProjection: Projection = {
   name: 'gateway_keys',
   tables: ['gateway_keys'],
+  eventTypes: Object.keys(gatewayKeyEventSchemas),
   async apply(transaction, events) {
     for (const stored of events) {
       const event = parseGatewayKeyEvent(stored.type, stored.data);

@@ -1,5 +1,5 @@
 import { sql, type Selectable } from 'kysely';
-import { parseJobEvent, type JobEvent } from '../src/events/job.ts';
+import { jobEventSchemas, parseJobEvent, type JobEvent } from '../src/events/job.ts';
 import type { StoredEvent } from '../src/eventStore/port.ts';
 import { accountEventOf } from './accountEvents.ts';
 import type { Projection, ProjectionTransaction } from './projection.ts';
@@ -28,6 +28,7 @@ type Change = { position: bigint; at: Date; jobId: string; apply: (row: JobRow) 
 export const jobsProjection: Projection = {
   name: 'jobs',
   tables: ['jobs', 'receipts'],
+  eventTypes: [...Object.keys(jobEventSchemas), 'ReservationCaptured', 'ReservationReleased'],
   async apply(transaction, events) {
     const receipts: Array<{ stored: StoredEvent; event: Extract<JobEvent, { type: 'ReceiptAccepted' }> }> = [];
     const changes = events.flatMap((stored): Change[] => {
@@ -56,6 +57,57 @@ export const jobsProjection: Projection = {
       transaction,
       receipts.map(({ stored, event }) => receiptRow(stored, event, rows.get(event.data.job_id)?.model_id ?? '')),
     );
+  },
+  async replay(transaction, log, through) {
+    // Each requested job with the last of each kind of change jobChanges() and moneyChanges() make,
+    // counting only changes after the request; then every accepted receipt.
+    const upTo = String(through);
+    await sql`
+      WITH requested AS (
+        SELECT DISTINCT ON (data->>'job_id') data->>'job_id' AS job_id, data, position, recorded_at
+          FROM ${sql.table(log)} WHERE type = 'JobRequested' AND position <= ${upTo}::bigint
+         ORDER BY data->>'job_id', position),
+      changes AS (
+        SELECT r.job_id, e.type, e.data, e.position, e.recorded_at
+          FROM ${sql.table(log)} e JOIN requested r ON r.job_id = e.data->>'job_id' AND e.position > r.position
+         WHERE e.type IN ('JobRouted', 'JobCompleted', 'JobFailed', 'ReceiptAccepted', 'ReservationCaptured', 'ReservationReleased')
+           AND e.position <= ${upTo}::bigint),
+      routed AS (SELECT DISTINCT ON (job_id) job_id, data->>'node_id' AS node_id FROM changes WHERE type = 'JobRouted' ORDER BY job_id, position DESC),
+      ended AS (SELECT DISTINCT ON (job_id) job_id, type, recorded_at FROM changes
+                 WHERE type IN ('JobCompleted', 'JobFailed') ORDER BY job_id, position DESC),
+      failed AS (SELECT DISTINCT ON (job_id) job_id, data->>'reason' AS reason FROM changes WHERE type = 'JobFailed' ORDER BY job_id, position DESC),
+      receipt AS (SELECT DISTINCT ON (job_id) job_id, data->>'receipt_hash' AS receipt_hash FROM changes
+                   WHERE type = 'ReceiptAccepted' ORDER BY job_id, position DESC),
+      billed AS (SELECT DISTINCT ON (job_id) job_id, type, data FROM changes
+                  WHERE type IN ('ReservationCaptured', 'ReservationReleased') ORDER BY job_id, position DESC),
+      latest AS (SELECT job_id, max(position) AS position FROM changes GROUP BY job_id)
+      INSERT INTO jobs (job_id, customer_id, key_id, model_id, node_id, stream, status, billing_status, quoted_price_wei,
+                        reserved_price_wei, debited_price_wei, payout_price_wei, policy_version, receipt_hash, failure_reason,
+                        created_at, completed_at, last_position)
+      SELECT r.job_id, r.data->>'customer_id', r.data->>'key_id', r.data->>'model_id', routed.node_id, (r.data->>'stream')::boolean,
+             CASE ended.type WHEN 'JobCompleted' THEN 'completed' WHEN 'JobFailed' THEN 'failed' ELSE 'running' END,
+             CASE billed.type WHEN 'ReservationCaptured' THEN 'captured' WHEN 'ReservationReleased' THEN 'released' ELSE 'reserved' END,
+             (r.data->>'quoted_price_wei')::numeric, (r.data->>'quoted_price_wei')::numeric,
+             CASE billed.type WHEN 'ReservationCaptured' THEN (billed.data->>'cost_wei')::numeric WHEN 'ReservationReleased' THEN 0 END,
+             CASE billed.type WHEN 'ReservationCaptured' THEN (billed.data->>'node_payable_wei')::numeric WHEN 'ReservationReleased' THEN 0 END,
+             r.data->>'policy_version', receipt.receipt_hash,
+             failed.reason,
+             r.recorded_at, ended.recorded_at, coalesce(latest.position, r.position)
+        FROM requested r LEFT JOIN routed USING (job_id) LEFT JOIN ended USING (job_id) LEFT JOIN failed USING (job_id)
+        LEFT JOIN receipt USING (job_id)
+        LEFT JOIN billed USING (job_id) LEFT JOIN latest USING (job_id)`.execute(transaction);
+    await sql`
+      INSERT INTO receipts (receipt_hash, job_id, node_id, model_id, node_key_id, node_public_key, signature_ed25519, receipt_canonical,
+                            status, received_at, position, ledger_key_id, ledger_countersignature, debited_price_wei, payout_price_wei)
+      SELECT e.data->>'receipt_hash', e.data->>'job_id', e.data->>'node_id', coalesce(j.model_id, ''), e.data->>'node_key_id',
+             e.data->>'node_public_key', e.data->>'signature_ed25519', e.data->>'receipt_canonical', 'accepted', e.recorded_at,
+             e.position, e.data->>'ledger_key_id', e.data->>'ledger_countersignature',
+             ((e.data->>'receipt_canonical')::jsonb->>'debited_price_wei')::numeric,
+             ((e.data->>'receipt_canonical')::jsonb->>'payout_price_wei')::numeric
+        FROM ${sql.table(log)} e LEFT JOIN jobs j ON j.job_id = e.data->>'job_id'
+       WHERE e.type = 'ReceiptAccepted' AND e.position <= ${upTo}::bigint
+       ORDER BY e.position
+      ON CONFLICT (receipt_hash) DO NOTHING`.execute(transaction);
   },
 };
 

@@ -1,7 +1,8 @@
 import { sql } from 'kysely';
 import type { CustomerAccountEvent } from '../src/events/customerAccount.ts';
 import type { StoredEvent } from '../src/eventStore/port.ts';
-import { accountEventOf } from './accountEvents.ts';
+import { accountEventOf, customerAccountEventTypes } from './accountEvents.ts';
+import { loadWithoutIndexes } from './bulkLoad.ts';
 import type { Projection, ProjectionTransaction } from './projection.ts';
 
 /** The customer-facing ledger kinds, in the vocabulary of the usage export. */
@@ -32,6 +33,7 @@ interface EntryRow {
 export const ledgerEntriesProjection: Projection = {
   name: 'ledger_entries',
   tables: ['ledger_entries'],
+  eventTypes: customerAccountEventTypes,
   async apply(transaction, events) {
     const accountEvents = events.flatMap((stored) => {
       const event = accountEventOf(stored);
@@ -42,6 +44,34 @@ export const ledgerEntriesProjection: Projection = {
     const rows: EntryRow[] = [];
     for (const { stored, event } of accountEvents) rows.push(...entriesFor(running, stored, event));
     if (rows.length > 0) await insertEntries(transaction, rows);
+  },
+  async replay(transaction, log, through) {
+    // The rows entriesFor() makes, with the running sums of their deltas per customer in log order
+    // (a capture's debit before the release of its remainder) as the balances after. Every money
+    // event gives one row; a capture that returns a remainder gives a second, its release.
+    const upTo = String(through);
+    await loadWithoutIndexes(transaction, 'ledger_entries', async () => {
+      await sql`
+        INSERT INTO ledger_entries (entry_id, customer_id, position, kind, job_id, receipt_hash, amount_wei,
+                                    balance_after_wei, reserved_after_wei, created_at)
+        SELECT 'le_' || m.position || '_' || m.ordinal, m.customer_id, m.position, m.kind, m.job_id, NULL, m.amount_wei,
+               sum(m.amount_wei * m.balance_sign) OVER running, sum(m.amount_wei * m.reserved_sign) OVER running, m.recorded_at
+          FROM (
+            SELECT e.position, e.recorded_at, e.data->>'customer_id' AS customer_id, e.data->>'job_id' AS job_id, 0 AS ordinal,
+                   (CASE e.type WHEN 'ReservationCaptured' THEN e.data->>'cost_wei' ELSE e.data->>'amount_wei' END)::numeric AS amount_wei,
+                   k.kind, k.balance_sign, k.reserved_sign
+              FROM ${sql.table(log)} e
+              JOIN (VALUES ('FundsDeposited', 'deposit', 1, 0), ('FundsReserved', 'reservation', 0, 1),
+                           ('ReservationCaptured', 'debit', -1, -1), ('ReservationReleased', 'release', 0, -1))
+                AS k(type, kind, balance_sign, reserved_sign) ON k.type = e.type
+             WHERE e.position <= ${upTo}::bigint
+            UNION ALL
+            SELECT e.position, e.recorded_at, e.data->>'customer_id', e.data->>'job_id', 1, (e.data->>'released_wei')::numeric,
+                   'release', 0, -1
+              FROM ${sql.table(log)} e
+             WHERE e.type = 'ReservationCaptured' AND e.data->>'released_wei' <> '0' AND e.position <= ${upTo}::bigint) AS m
+        WINDOW running AS (PARTITION BY m.customer_id ORDER BY m.position, m.ordinal ROWS UNBOUNDED PRECEDING)`.execute(transaction);
+    });
   },
 };
 

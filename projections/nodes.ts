@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { parseNodeDomainEvent, type NodeDomainEvent } from '../src/events/node.ts';
+import { nodeEventSchemas, parseNodeDomainEvent, type NodeDomainEvent } from '../src/events/node.ts';
 import type { StoredEvent } from '../src/eventStore/port.ts';
 import type { Projection, ProjectionTransaction } from './projection.ts';
 
@@ -11,6 +11,7 @@ import type { Projection, ProjectionTransaction } from './projection.ts';
 export const nodesProjection: Projection = {
   name: 'nodes',
   tables: ['nodes', 'node_model_profiles', 'observed_benchmarks', 'model_prices'],
+  eventTypes: Object.keys(nodeEventSchemas),
   async apply(transaction, events) {
     for (const stored of events) {
       const event = parseNodeDomainEvent(stored.type, stored.data);

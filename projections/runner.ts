@@ -43,26 +43,33 @@ export class ProjectionRunner {
 
   /** Applies one contiguous batch; events at or below a projection's checkpoint are skipped. */
   async applyBatch(events: readonly StoredEvent[]): Promise<void> {
+    const first = events[0];
     const last = events[events.length - 1];
-    if (last === undefined) return;
-    await this.db.transaction().execute(async (transaction) => {
-      const checkpoints = await lockCheckpoints(transaction, this.projections);
-      for (const projection of this.projections) {
-        const from = checkpoints.get(projection.name) ?? 0n;
-        const fresh = events.filter((event) => event.position > from);
-        if (fresh.length === 0) continue;
-        // A batch that starts past the checkpoint would skip events and then carry the checkpoint
-        // over them: this happens to a live runner while another runner rebuilds. Refusing it rolls
-        // the batch back; the follower resubscribes from the checkpoint.
-        if (fresh[0]!.position !== from + 1n) {
-          throw new Error(`${projection.name} is at position ${from}; a batch from ${fresh[0]!.position} would skip events`);
-        }
-        await projection.apply(transaction, fresh);
-      }
-      await sql`UPDATE projection_checkpoints SET position = GREATEST(position, ${String(last.position)}::bigint)
-                 WHERE name = ANY(${this.projections.map((projection) => projection.name)}::text[])`.execute(transaction);
-    });
+    if (first === undefined || last === undefined) return;
+    await this.applyRange(this.projections, first.position - 1n, last.position, events);
     this.advance(last.position);
+  }
+
+  /**
+   * Applies `events`, which must be every event the projections read in the range (from, through]
+   * of the global order, and carries their checkpoints to `through`. A projection whose checkpoint
+   * is below `from` would skip events: this happens to a live runner while another runner
+   * rebuilds. Refusing rolls the batch back; the follower resubscribes from the checkpoint.
+   */
+  private async applyRange(projections: readonly Projection[], from: bigint, through: bigint, events: readonly StoredEvent[]): Promise<void> {
+    await this.db.transaction().execute(async (transaction) => {
+      const checkpoints = await lockCheckpoints(transaction, projections);
+      for (const projection of projections) {
+        const checkpoint = checkpoints.get(projection.name) ?? 0n;
+        if (checkpoint >= through) continue;
+        if (checkpoint < from) throw new Error(`${projection.name} is at position ${checkpoint}; a batch from ${from + 1n} would skip events`);
+        const types = projection.eventTypes === undefined ? null : new Set(projection.eventTypes);
+        const fresh = events.filter((event) => event.position > checkpoint && (types === null || types.has(event.type)));
+        if (fresh.length > 0) await projection.apply(transaction, fresh);
+      }
+      await sql`UPDATE projection_checkpoints SET position = GREATEST(position, ${String(through)}::bigint)
+                 WHERE name = ANY(${projections.map((projection) => projection.name)}::text[])`.execute(transaction);
+    });
   }
 
   /** Applies everything up to the head as it is now, reading the next batch while applying one. */
@@ -116,17 +123,60 @@ export class ProjectionRunner {
     });
   }
 
-  /** Empties the projected tables, resets the checkpoints and replays the whole log. */
+  /**
+   * Empties the projected tables, resets the checkpoints and replays the whole log. When the log is
+   * a table of the same database, projections with a set-based replay are recomputed by the
+   * database in the same transaction as the truncation; the others read only the event types they
+   * project. Whatever is appended meanwhile is then applied event by event.
+   */
   async rebuild(onProgress?: ProgressListener): Promise<bigint> {
+    const head = await this.store.headPosition();
+    const setBased = await this.logTableInDatabase();
+    const replayed = setBased === null ? [] : this.projections.filter((projection) => projection.replay !== undefined);
     await this.db.transaction().execute(async (transaction) => {
       await lockCheckpoints(transaction, this.projections);
       const tables = this.projections.flatMap((projection) => projection.tables);
       await sql`TRUNCATE ${sql.join(tables.map((table) => sql.table(table)))}`.execute(transaction);
       await sql`UPDATE projection_checkpoints SET position = 0
                  WHERE name = ANY(${this.projections.map((projection) => projection.name)}::text[])`.execute(transaction);
+      if (setBased === null || replayed.length === 0) return;
+      // Sorting and hashing a million rows needs more than the default 4 MB to stay off disk.
+      await sql`SET LOCAL work_mem = '256MB'`.execute(transaction);
+      for (const projection of replayed) await projection.replay!(transaction, setBased, head);
+      await sql`UPDATE projection_checkpoints SET position = ${String(head)}::bigint
+                 WHERE name = ANY(${replayed.map((projection) => projection.name)}::text[])`.execute(transaction);
     });
     this.appliedPosition = 0n;
+    onProgress?.(0n, head);
+    await this.replayByType(this.projections.filter((projection) => !replayed.includes(projection)), head, onProgress);
     return this.catchUp(onProgress);
+  }
+
+  /** Brings `projections` from position 0 to `head`, reading only the event types they project. */
+  private async replayByType(projections: readonly Projection[], head: bigint, onProgress?: ProgressListener): Promise<void> {
+    if (projections.length === 0) return;
+    const types = projections.some((projection) => projection.eventTypes === undefined)
+      ? undefined
+      : [...new Set(projections.flatMap((projection) => projection.eventTypes ?? []))];
+    let from = 0n;
+    let next = this.store.readAll({ fromPosition: from, limit: this.batchSize, types });
+    while (from < head) {
+      const batch = (await next).filter((event) => event.position <= head);
+      // A full page covers the log up to its last event; a short one covers it up to the head.
+      const through = batch.length === this.batchSize ? batch[batch.length - 1]!.position : head;
+      if (through < head) next = this.store.readAll({ fromPosition: through, limit: this.batchSize, types });
+      await this.applyRange(projections, from, through, batch);
+      from = through;
+      onProgress?.(from, head);
+    }
+  }
+
+  /** The log's table when it is visible from the read models' database, else null. */
+  private async logTableInDatabase(): Promise<string | null> {
+    const table = this.store.logTable;
+    if (table === undefined) return null;
+    const found = await sql<{ found: string | null }>`SELECT to_regclass(${table})::text AS found`.execute(this.db);
+    return found.rows[0]?.found === null || found.rows[0] === undefined ? null : table;
   }
 
   private async follow(): Promise<void> {

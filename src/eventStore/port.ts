@@ -50,6 +50,8 @@ export interface ReadAllOptions {
   /** Exclusive: events after this position. */
   fromPosition: bigint;
   limit?: number;
+  /** Only events of these types (still in global order); all types when absent. */
+  types?: readonly string[];
 }
 
 export interface Subscription extends AsyncIterable<StoredEvent> {
@@ -69,6 +71,12 @@ export interface EventStore {
   readEventsById(eventIds: string[]): Promise<StoredEvent[]>;
   headPosition(): Promise<bigint>;
   close(): Promise<void>;
+  /**
+   * Set by adapters that keep the log in a table of the read models' PostgreSQL database, with the
+   * PostgreSQL adapter's columns: its name. A rebuild then lets the database compute read models
+   * set-wise instead of streaming every event through the process.
+   */
+  readonly logTable?: string;
 }
 
 /** Optimistic concurrency failed: another writer appended to the stream first. */

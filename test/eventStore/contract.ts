@@ -136,6 +136,22 @@ export function eventStoreContract(t: Test, name: string, makeStore: () => Promi
       t.same(await store.readAll({ fromPosition: head + 12n }), [], 'nothing after the head');
     });
 
+    t.test('given events of three types, when reading all with a type filter, then only those types come back, in global order', async (t) => {
+      const { store, head } = await given(t);
+      for (let round = 1; round <= 3; round += 1) {
+        for (const type of ['Kept', 'Skipped', 'AlsoKept']) {
+          await store.append(stream(`typed-${type}`), [{ eventId: id(`typed-${type}-${round}`), type, data: { round } }], { expectedVersion: 'any' });
+        }
+      }
+      const kept = await store.readAll({ fromPosition: head, types: ['Kept', 'AlsoKept'] });
+      t.same(kept.map((event) => [event.type, event.position]), [
+        ['Kept', head + 1n], ['AlsoKept', head + 3n], ['Kept', head + 4n], ['AlsoKept', head + 6n], ['Kept', head + 7n], ['AlsoKept', head + 9n],
+      ]);
+      const page = await store.readAll({ fromPosition: head + 3n, types: ['Kept'], limit: 1 });
+      t.same(page.map((event) => event.position), [head + 4n], 'fromPosition and limit apply to the filtered order');
+      t.same(await store.readAll({ fromPosition: head, types: [] }), [], 'no types, no events');
+    });
+
     t.test('given two writers with the same expected version, when they race, then exactly one wins and the other gets VersionConflict (20 rounds)', async (t) => {
       const { store } = await given(t);
       await store.append(stream('race'), eventsFor(id('race-0'), 1), { expectedVersion: 0n });

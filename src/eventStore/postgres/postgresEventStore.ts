@@ -47,6 +47,7 @@ const uniqueViolation = '23505';
  * commit order equals position order, and a reader can never see position N+1 before position N.
  */
 export class PostgresEventStore implements EventStore {
+  readonly logTable = 'b3iq_events';
   private readonly pending: AppendRequest[] = [];
   private flushing = false;
   private readonly maxRequestsPerCommit: number;
@@ -83,10 +84,16 @@ export class PostgresEventStore implements EventStore {
 
   async readAll(options: ReadAllOptions): Promise<StoredEvent[]> {
     const limit = Math.min(Math.max(options.limit ?? 1000, 1), 10_000);
-    const result = await this.pool.query<EventRow>(
-      `SELECT ${eventColumns} FROM b3iq_events WHERE position > $1 ORDER BY position LIMIT $2`,
-      [String(options.fromPosition), limit],
-    );
+    const result =
+      options.types === undefined
+        ? await this.pool.query<EventRow>(`SELECT ${eventColumns} FROM b3iq_events WHERE position > $1 ORDER BY position LIMIT $2`, [
+            String(options.fromPosition),
+            limit,
+          ])
+        : await this.pool.query<EventRow>(
+            `SELECT ${eventColumns} FROM b3iq_events WHERE position > $1 AND type = ANY($3::text[]) ORDER BY position LIMIT $2`,
+            [String(options.fromPosition), limit, options.types],
+          );
     return result.rows.map(toStoredEvent);
   }
 
