@@ -2,9 +2,12 @@ import { customerBalancesProjection } from './customerBalances.ts';
 import { gatewayKeysProjection } from './gatewayKeys.ts';
 import { jobsProjection } from './jobs.ts';
 import { nodesProjection } from './nodes.ts';
+import { payoutsProjection } from './payouts.ts';
 import { ledgerAccountsProjection } from './ledgerAccounts.ts';
 import { ledgerEntriesProjection } from './ledgerEntries.ts';
 import type { Projection } from './projection.ts';
+import { trafficPausesProjection } from './trafficPauses.ts';
+import { transparencyProjection } from './transparency.ts';
 
 /** Every read model the service maintains, in the order they are applied within a batch. */
 export const allProjections: readonly Projection[] = [
@@ -14,4 +17,8 @@ export const allProjections: readonly Projection[] = [
   gatewayKeysProjection,
   nodesProjection,
   jobsProjection,
+  // After jobs: it sets receipts.batch_id on rows the jobs projection inserts.
+  payoutsProjection,
+  transparencyProjection,
+  trafficPausesProjection,
 ];

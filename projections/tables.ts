@@ -7,7 +7,7 @@ import type { Migration } from '../src/db/migrate.ts';
  */
 type Wei = ColumnType<string, string, string>;
 
-export interface ProjectionTables extends GatewayKeyTables, NodeTables, JobTables {
+export interface ProjectionTables extends GatewayKeyTables, NodeTables, JobTables, PayoutTables, TransparencyTables, OperatorTables {
   projection_checkpoints: { name: string; position: bigint };
   customer_balances: {
     customer_id: string;
@@ -221,6 +221,133 @@ projectionMigrations.push({
   `,
 });
 
+export interface PayoutTables {
+  payout_rows: {
+    payout_id: string;
+    receipt_hash: string;
+    job_id: string;
+    node_id: string;
+    amount_wei: Wei;
+    status: 'pending' | 'batched' | 'finalized';
+    batch_id: string | null;
+    leaf_index: number | null;
+    accrued_position: bigint;
+    accrued_at: Date;
+    event_id: string;
+    last_position: bigint;
+  };
+  payout_batches: {
+    batch_id: string;
+    status: 'created' | 'submitted' | 'finalized' | 'reset';
+    payout_count: number;
+    total_amount_wei: Wei;
+    merkle_root: string;
+    leaf_version: string;
+    cutoff_position: bigint;
+    cutoff_time: Date | null;
+    node_filter: string | null;
+    transaction_hash: string | null;
+    block_number: bigint | null;
+    created_at: Date;
+    submitted_at: Date | null;
+    finalized_at: Date | null;
+    reset_at: Date | null;
+    create_reason: string | null;
+    submit_reason: string | null;
+    finalize_reason: string | null;
+    reset_reason: string | null;
+    position: bigint;
+    last_position: bigint;
+  };
+  payout_batch_leaves: {
+    batch_id: string;
+    leaf_index: number;
+    payout_id: string;
+    receipt_hash: string;
+    job_id: string;
+    node_id: string;
+    amount_wei: Wei;
+  };
+  treasury_captures: {
+    job_id: string;
+    node_id: string;
+    customer_debit_wei: Wei;
+    node_payout_wei: Wei;
+    protocol_fee_wei: Wei;
+    captured_at: Date;
+    position: bigint;
+  };
+}
+
+projectionMigrations.push({
+  id: '0106_payouts',
+  sql: `
+    CREATE TABLE payout_rows (
+      payout_id text PRIMARY KEY, receipt_hash text NOT NULL UNIQUE, job_id text NOT NULL, node_id text NOT NULL,
+      amount_wei numeric(78,0) NOT NULL, status text NOT NULL, batch_id text, leaf_index integer,
+      accrued_position bigint NOT NULL, accrued_at timestamptz NOT NULL, event_id text NOT NULL, last_position bigint NOT NULL
+    );
+    CREATE INDEX payout_rows_status_position ON payout_rows (status, accrued_position);
+    CREATE INDEX payout_rows_batch ON payout_rows (batch_id);
+    CREATE INDEX payout_rows_job ON payout_rows (job_id);
+    CREATE INDEX payout_rows_accrued_at ON payout_rows (accrued_at);
+    CREATE TABLE payout_batches (
+      batch_id text PRIMARY KEY, status text NOT NULL, payout_count integer NOT NULL, total_amount_wei numeric(78,0) NOT NULL,
+      merkle_root text NOT NULL, leaf_version text NOT NULL, cutoff_position bigint NOT NULL, cutoff_time timestamptz,
+      node_filter text, transaction_hash text, block_number bigint, created_at timestamptz NOT NULL,
+      submitted_at timestamptz, finalized_at timestamptz, reset_at timestamptz, create_reason text, submit_reason text,
+      finalize_reason text, reset_reason text, position bigint NOT NULL, last_position bigint NOT NULL
+    );
+    CREATE INDEX payout_batches_position ON payout_batches (position DESC);
+    CREATE TABLE payout_batch_leaves (
+      batch_id text NOT NULL, leaf_index integer NOT NULL, payout_id text NOT NULL, receipt_hash text NOT NULL,
+      job_id text NOT NULL, node_id text NOT NULL, amount_wei numeric(78,0) NOT NULL, PRIMARY KEY (batch_id, leaf_index)
+    );
+    CREATE TABLE treasury_captures (
+      job_id text PRIMARY KEY, node_id text NOT NULL, customer_debit_wei numeric(78,0) NOT NULL,
+      node_payout_wei numeric(78,0) NOT NULL, protocol_fee_wei numeric(78,0) NOT NULL, captured_at timestamptz NOT NULL,
+      position bigint NOT NULL
+    );
+    CREATE INDEX treasury_captures_captured_at ON treasury_captures (captured_at);
+    CREATE INDEX treasury_captures_position ON treasury_captures (position DESC);
+  `,
+});
+
+/** The transparency log of accepted receipts: its leaves in log order and its signed checkpoints. */
+export interface TransparencyTables {
+  transparency_leaves: { leaf_index: bigint; receipt_hash: string; leaf_hash: string; accepted_position: bigint; position: bigint };
+  transparency_checkpoints: { tree_size: bigint; root_hash: string; note: string; position: bigint };
+}
+
+projectionMigrations.push({
+  id: '0105_transparency',
+  sql: `
+    CREATE TABLE transparency_leaves (
+      leaf_index bigint PRIMARY KEY, receipt_hash text NOT NULL UNIQUE, leaf_hash text NOT NULL,
+      accepted_position bigint NOT NULL, position bigint NOT NULL
+    );
+    CREATE TABLE transparency_checkpoints (
+      tree_size bigint PRIMARY KEY, root_hash text NOT NULL, note text NOT NULL, position bigint NOT NULL
+    );
+  `,
+});
+
 /** Tables a rebuild empties; credentials and other non-projected tables are never listed here. */
+export interface OperatorTables {
+  traffic_pauses: { target_kind: string; target_id: string; paused: boolean; reason: string; changed_at: Date; last_position: bigint };
+}
+
+projectionMigrations.push({
+  id: '0108_operator_controls',
+  sql: `
+    CREATE TABLE traffic_pauses (
+      target_kind text NOT NULL, target_id text NOT NULL, paused boolean NOT NULL, reason text NOT NULL,
+      changed_at timestamptz NOT NULL, last_position bigint NOT NULL, PRIMARY KEY (target_kind, target_id)
+    );
+  `,
+});
+
 export const projectedTables = ['customer_balances', 'ledger_accounts', 'ledger_entries', 'gateway_keys', 'nodes',
-  'node_model_profiles', 'observed_benchmarks', 'model_prices', 'jobs', 'receipts'] as const;
+  'node_model_profiles', 'observed_benchmarks', 'model_prices', 'jobs', 'receipts',
+  'payout_rows', 'payout_batches', 'payout_batch_leaves', 'treasury_captures',
+  'transparency_leaves', 'transparency_checkpoints', 'traffic_pauses'] as const;

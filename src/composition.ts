@@ -9,6 +9,9 @@ import { GatewayKeyResolver } from './http/gatewayAuth.ts';
 import { NodeDirectory } from './router/directory.ts';
 import type { NodeIdentity } from './receipts/ed25519.ts';
 import { nodeRouteStore } from './router/nodeRoutes.ts';
+import { PauseDirectory } from './operator/pauses.ts';
+import { TransparencyLog } from './transparency/sequencer.ts';
+import { defaultTransparencySettings } from './transparency/settings.ts';
 
 /** Wires the concrete adapters the app needs; only process entry points (and tests) call this. */
 export function createAppDependencies(
@@ -17,7 +20,9 @@ export function createAppDependencies(
   adminTokenHash: Buffer,
   settings: AppSettings,
   ledgerIdentity: NodeIdentity,
-): AppDependencies {
+  // Built here so the proof endpoints can read its tree; only a started log follows and appends.
+  transparency = new TransparencyLog(ledger.store, ledger.db, ledgerIdentity, defaultTransparencySettings(ledgerIdentity)),
+): AppDependencies & { transparency: TransparencyLog } {
   const { store } = ledger;
   const gatewayKeyCredentials = gatewayKeyCredentialStore(ledger.pool);
   const nodeRoutes = nodeRouteStore(ledger.pool);
@@ -32,12 +37,16 @@ export function createAppDependencies(
     nodes: { store, cache: new AggregateCache(), locks: new StreamLocks() },
     modelPrices: { store, cache: new AggregateCache(), locks: new StreamLocks() },
     jobs: { store, cache: new AggregateCache(1_000), locks: new StreamLocks() },
+    payouts: { store, cache: new AggregateCache(1), locks: new StreamLocks() },
     credentials: customerCredentialStore(ledger.pool),
     gatewayKeyCredentials,
     nodeRoutes,
     challenges: new EnrollmentChallenges(),
     gatewayKeyResolver: new GatewayKeyResolver(gatewayKeyCredentials, ledger.db),
     nodeDirectory: new NodeDirectory(ledger.db, nodeRoutes),
+    trafficControls: { store, cache: new AggregateCache(), locks: new StreamLocks() },
+    pauses: new PauseDirectory(ledger.db),
     ledgerIdentity,
+    transparency,
   };
 }

@@ -5,10 +5,13 @@ import { loadAdminToken } from './config/adminToken.ts';
 import type { ServiceConfig } from './config/config.ts';
 import { join } from 'node:path';
 import { createAppDependencies } from './composition.ts';
+import { defaultRecoveryWindows, startRecoveryTimer } from './operator/recovery.ts';
 import { loadOrCreateIdentity } from './receipts/ed25519.ts';
 import { openEmbeddedPostgres, type DatabaseServer } from './db/embeddedPostgres.ts';
 import { openLedgerDatabase, type LedgerDatabase } from './db/ledgerDatabase.ts';
 import { buildApp, defaultSettings, redactedPaths } from './http/app.ts';
+import { TransparencyLog } from './transparency/sequencer.ts';
+import { defaultOrigin } from './transparency/settings.ts';
 
 export interface RunningService {
   app: FastifyInstance;
@@ -47,9 +50,32 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   };
   // The ledger's signing key lives beside the admin token, created on first start (mode 0600).
   const ledgerIdentity = await loadOrCreateIdentity(join(config.dataDir, 'ledger-key.pem'));
-  const app = await buildApp({ ...createAppDependencies(ledger, runner, adminToken.hash, settings, ledgerIdentity), logger });
+  const transparency = new TransparencyLog(
+    ledger.store,
+    ledger.db,
+    ledgerIdentity,
+    {
+      origin: config.transparencyOrigin ?? defaultOrigin(ledgerIdentity),
+      checkpointEveryLeaves: config.checkpointEveryLeaves,
+      checkpointEveryMs: config.checkpointEverySeconds * 1_000,
+    },
+    { onError: (error) => app.log.error({ err: error }, 'transparency log sequencer failed; retrying') },
+  );
+  const dependencies = createAppDependencies(ledger, runner, adminToken.hash, settings, ledgerIdentity, transparency);
+  const app = await buildApp({ ...dependencies, logger });
   await runner.catchUp();
   runner.start();
+  // After the catch-up, so the sequencer loads a current tree from the projection.
+  await transparency.start();
+  const recovery =
+    config.recoveryIntervalSeconds === 0
+      ? null
+      : startRecoveryTimer(dependencies, {
+          intervalMs: config.recoveryIntervalSeconds * 1_000,
+          windows: defaultRecoveryWindows,
+          now: () => new Date(),
+          onError: (error) => app.log.error({ err: error }, 'stale-reservation recovery failed; it runs again at the next interval'),
+        });
   const url = await app.listen({ host: config.host, port: config.port });
   return {
     app,
@@ -57,6 +83,8 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     adminTokenPath: adminToken.path,
     async stop() {
       await app.close();
+      await recovery?.stop();
+      await transparency.stop();
       await runner.stop();
       await ledger.close();
       if (server?.owned) await server.stop();

@@ -3,25 +3,34 @@ import { loadConfig } from '../config/config.ts';
 import { runDevRuntimeCli } from '../devRuntime/server.ts';
 import { runHostAgentCli } from './hostAgent.ts';
 import { rebuildProjections } from './rebuild.ts';
+import { runReportCli } from './reconcile.ts';
 import { serve } from './serve.ts';
+import { runVerifyReceiptCli } from './verifyReceipt.ts';
 
 const usage = `Usage: b3iq <command> [options]
 
 Commands:
   serve [--data-dir DIR] [--port N]     run the ledger service (embedded PostgreSQL unless DATABASE_URL is set)
   projections rebuild [--data-dir DIR]  empty the read models and replay the whole log into them
+  report reconcile [--window 7d] [--format json|csv] [--data-dir DIR]
+                                        reconcile receipts, debits, payouts and fees; exit 1 on any discrepancy
   host-agent --runtime-url URL [--control-plane-url URL] [--data-dir DIR] [--port N]
                                         run a GPU node's host agent (127.0.0.1:8831 by default)
   dev-runtime [--port N] [--tokens N] [--first-token-delay-ms N] [--token-delay-ms N] [--model NAME] [--fault F]
                                         a scripted OpenAI-compatible runtime for tests and demos
+  verify-receipt [FILE|-] [--proof FILE] [--checkpoint FILE] [--ledger-key KEY] [--node-key KEY]
+                                        check a receipt, its inclusion proof and checkpoint offline
 
 Environment: B3IQ_DATA_DIR, PORT, HOST, DATABASE_URL, B3IQ_ADMIN_TOKEN_FILE, B3IQ_NODE_SHARE_BPS,
-B3IQ_BODY_LIMIT_BYTES, LOG_LEVEL (see README).`;
+B3IQ_BODY_LIMIT_BYTES, B3IQ_TRANSPARENCY_ORIGIN, B3IQ_CHECKPOINT_EVERY_LEAVES, B3IQ_CHECKPOINT_EVERY_SECONDS,
+LOG_LEVEL (see README).`;
 
 export async function main(argv: string[]): Promise<number> {
   // Subcommands with flags of their own parse their arguments themselves.
   if (argv[0] === 'dev-runtime') return runDevRuntimeCli(argv.slice(1));
   if (argv[0] === 'host-agent') return runHostAgentCli(argv.slice(1));
+  if (argv[0] === 'verify-receipt') return runVerifyReceiptCli(argv.slice(1));
+  if (argv[0] === 'report') return runReportCli(argv.slice(1));
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

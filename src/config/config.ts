@@ -13,6 +13,12 @@ export interface ServiceConfig {
   defaultMaxTokens: number;
   requestsPerMinute: number;
   maxConcurrentStreams: number;
+  /** The transparency log's origin (and checkpoint key name); null derives it from the ledger key. */
+  transparencyOrigin: string | null;
+  checkpointEveryLeaves: number;
+  checkpointEverySeconds: number;
+  /** How often stale reservations are released with the default windows; 0 turns the timer off. */
+  recoveryIntervalSeconds: number;
 }
 
 export interface ConfigOverrides {
@@ -33,6 +39,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     defaultMaxTokens: integer('B3IQ_DEFAULT_MAX_TOKENS', env['B3IQ_DEFAULT_MAX_TOKENS'], 1024, 1, 1_000_000),
     requestsPerMinute: integer('B3IQ_GATEWAY_REQUESTS_PER_MINUTE', env['B3IQ_GATEWAY_REQUESTS_PER_MINUTE'], 600, 1, 10_000_000),
     maxConcurrentStreams: integer('B3IQ_GATEWAY_MAX_STREAMS_PER_KEY', env['B3IQ_GATEWAY_MAX_STREAMS_PER_KEY'], 16, 1, 100_000),
+    transparencyOrigin: nonEmpty(env['B3IQ_TRANSPARENCY_ORIGIN']),
+    checkpointEveryLeaves: integer('B3IQ_CHECKPOINT_EVERY_LEAVES', env['B3IQ_CHECKPOINT_EVERY_LEAVES'], 1000, 1, 1_000_000),
+    checkpointEverySeconds: integer('B3IQ_CHECKPOINT_EVERY_SECONDS', env['B3IQ_CHECKPOINT_EVERY_SECONDS'], 10, 1, 86_400),
+    recoveryIntervalSeconds: integer('B3IQ_RECOVERY_INTERVAL_SECONDS', env['B3IQ_RECOVERY_INTERVAL_SECONDS'], 300, 0, 86_400),
   };
 }
 

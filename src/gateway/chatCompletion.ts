@@ -11,6 +11,7 @@ import { formatWei } from '../money.ts';
 import { acceptance, countersign } from '../receipts/acceptance.ts';
 import type { NodeIdentity } from '../receipts/ed25519.ts';
 import { computeCostWei } from '../receipts/receipt.ts';
+import type { PauseDirectory } from '../operator/pauses.ts';
 import type { NodeDirectory, RouteCandidate } from '../router/directory.ts';
 import { dispatchWithFailover, readBody } from '../router/dispatch.ts';
 import { nodeRequestBody, promptTokenBound, type ChatRequest } from './chatRequest.ts';
@@ -34,6 +35,7 @@ export interface ChatDependencies {
   jobs: JobContext;
   modelPrices: ModelPriceContext;
   nodeDirectory: NodeDirectory;
+  pauses: PauseDirectory;
   settings: GatewaySettings;
   now: () => Date;
 }
@@ -85,6 +87,14 @@ export async function prepareJob(
   if (principal.allowedModels !== null && !principal.allowedModels.includes(modelId)) {
     throw new DomainError('gateway_api_key_scope_denied', `The gateway key may not use model ${modelId}`);
   }
+  const { pauses } = dependencies;
+  const now = dependencies.now();
+  if ((await pauses.find('customer', principal.customerId, now)) !== null) {
+    throw new DomainError('customer_paused', 'Paid traffic for this account is paused by the operator; contact support');
+  }
+  if ((await pauses.find('model', modelId, now)) !== null) {
+    throw new DomainError('model_paused', `Paid traffic to ${modelId} is paused by the operator; retry later`, 'model');
+  }
   const price = await readModelPrice(dependencies.modelPrices, modelId);
   if (price.status !== 'priced') throw new DomainError('model_not_found', `Model ${modelId} is not offered`, 'model');
   const maxTokens = request.max_tokens ?? request.max_completion_tokens ?? dependencies.settings.defaultMaxTokens;
@@ -98,7 +108,9 @@ export async function prepareJob(
   if (ceiling !== undefined && BigInt(ceiling) < quoteWei) {
     throw new DomainError('max_price_exceeded', `The worst-case price ${formatWei(quoteWei)} wei exceeds max_price_wei ${ceiling}`, 'b3iq.max_price_wei');
   }
-  const candidates = await dependencies.nodeDirectory.candidates(modelId, dependencies.now());
+  const eligible = await dependencies.nodeDirectory.candidates(modelId, now);
+  const candidates: RouteCandidate[] = [];
+  for (const candidate of eligible) if ((await pauses.find('node', candidate.nodeId, now)) === null) candidates.push(candidate);
   if (candidates.length === 0) throw new DomainError('no_healthy_candidates', `No node can serve ${modelId} right now`);
   const jobId = request.b3iq?.job_id ?? idempotentJobId ?? `job_${randomBytes(12).toString('hex')}`;
   return { jobId, modelId, maxTokens, quoteWei, pricing, policyVersion: price.policyVersion, candidates };

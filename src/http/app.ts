@@ -1,3 +1,6 @@
+import { operatorRoutes } from './routes/operator.ts';
+import type { TrafficControlContext } from '../commands/trafficControl.ts';
+import type { PauseDirectory } from '../operator/pauses.ts';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
 import {
@@ -13,6 +16,7 @@ import type { CustomerAccountContext } from '../commands/customerAccount.ts';
 import type { GatewayKeyContext } from '../commands/gatewayKey.ts';
 import type { ModelPriceContext, NodeContext } from '../commands/node.ts';
 import type { JobContext } from '../commands/job.ts';
+import type { PayoutLedgerContext } from '../commands/payoutBatch.ts';
 import type { GatewayKeyCredentialStore } from '../credentials/gatewayKeys.ts';
 import type { NodeRouteStore } from '../router/nodeRoutes.ts';
 import type { EnrollmentChallenges } from './enrollmentChallenges.ts';
@@ -21,6 +25,10 @@ import type { NodeDirectory } from '../router/directory.ts';
 import { gatewayKeyRoutes } from './routes/gatewayKeys.ts';
 import { gatewayRoutes } from './routes/gateway.ts';
 import { receiptRoutes } from './routes/receipts.ts';
+import { transparencyRoutes } from './routes/transparency.ts';
+import type { TransparencyProofs } from '../transparency/sequencer.ts';
+import { payoutRoutes } from './routes/payouts.ts';
+import { treasuryRoutes } from './routes/treasury.ts';
 import type { GatewaySettings } from '../gateway/chatCompletion.ts';
 import type { KeyLimitSettings } from './keyLimits.ts';
 import type { NodeIdentity } from '../receipts/ed25519.ts';
@@ -57,13 +65,17 @@ export interface AppDependencies {
   nodes: NodeContext;
   modelPrices: ModelPriceContext;
   jobs: JobContext;
+  payouts: PayoutLedgerContext;
   credentials: CustomerCredentialStore;
   gatewayKeyCredentials: GatewayKeyCredentialStore;
   nodeRoutes: NodeRouteStore;
   challenges: EnrollmentChallenges;
   gatewayKeyResolver: GatewayKeyResolver;
   ledgerIdentity: NodeIdentity;
+  transparency: TransparencyProofs;
   nodeDirectory: NodeDirectory;
+  trafficControls: TrafficControlContext;
+  pauses: PauseDirectory;
   projections: ProjectionProgress;
   adminTokenHash: Buffer;
   settings: AppSettings;
@@ -130,6 +142,10 @@ export async function buildApp(dependencies: AppDependencies): Promise<FastifyIn
   await app.register(gatewayKeyRoutes(dependencies));
   await app.register(gatewayRoutes(dependencies));
   await app.register(receiptRoutes(dependencies));
+  await app.register(transparencyRoutes(dependencies));
+  await app.register(payoutRoutes(dependencies));
+  await app.register(treasuryRoutes(dependencies));
+  await app.register(operatorRoutes(dependencies));
   // The published contract, generated from the same schemas that validate requests.
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;

@@ -36,11 +36,11 @@ export class NodeDirectory {
   }
 
   /** Models with at least one eligible node, with the freshest observed benchmark time. */
-  async listedModels(now: Date): Promise<Array<{ id: string; created: number }>> {
+  async listedModels(now: Date, excludedNodes: ReadonlySet<string> = new Set()): Promise<Array<{ id: string; created: number }>> {
     await this.refresh(now);
     const freshest = new Map<string, number>();
     for (const view of this.views) {
-      if (firstFailedGate(view, now, this.policy) !== null) continue;
+      if (excludedNodes.has(view.nodeId) || firstFailedGate(view, now, this.policy) !== null) continue;
       const created = Math.floor((view.benchmark?.observedAt.getTime() ?? 0) / 1000);
       freshest.set(view.modelId, Math.max(freshest.get(view.modelId) ?? 0, created));
     }

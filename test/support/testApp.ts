@@ -7,11 +7,15 @@ import { hashSecret } from '../../src/credentials/secrets.ts';
 import { openLedgerDatabase, type LedgerDatabase } from '../../src/db/ledgerDatabase.ts';
 import { buildApp, defaultSettings, type AppSettings } from '../../src/http/app.ts';
 import type { TestPostgres } from './postgres.ts';
+import { TransparencyLog } from '../../src/transparency/sequencer.ts';
+import { defaultTransparencySettings, type TransparencySettings } from '../../src/transparency/settings.ts';
 
 export interface TestLedger {
   app: FastifyInstance;
   ledger: LedgerDatabase;
   runner: ProjectionRunner;
+  /** Built always; following the log and publishing checkpoints only with the `transparency` option. */
+  transparency: TransparencyLog;
   adminToken: string;
   close(): Promise<void>;
 }
@@ -23,26 +27,43 @@ export const ledgerIdentity = generateIdentity();
 /** A real ledger on a fresh database of `server`: store, live projections and the app. */
 export async function startTestLedger(
   server: TestPostgres,
-  options: { settings?: Partial<AppSettings>; logger?: Parameters<typeof buildApp>[0]['logger'] } = {},
+  options: {
+    settings?: Partial<AppSettings>;
+    logger?: Parameters<typeof buildApp>[0]['logger'];
+    transparency?: Partial<TransparencySettings>;
+    /** The app's clock; real time when absent. */
+    now?: () => Date;
+  } = {},
 ): Promise<TestLedger> {
   const ledger = await openLedgerDatabase(await server.createDatabase());
   const runner = new ProjectionRunner(ledger.store, ledger.db, allProjections);
+  const transparency = new TransparencyLog(
+    ledger.store,
+    ledger.db,
+    ledgerIdentity,
+    { ...defaultTransparencySettings(ledgerIdentity), ...options.transparency },
+    { onError: (error) => process.stderr.write(`transparency log: ${error.stack ?? error.message}\n`) },
+  );
   const dependencies = createAppDependencies(
     ledger,
     runner,
     hashSecret(testAdminToken),
     { ...defaultSettings, ...options.settings },
     ledgerIdentity,
+    transparency,
   );
-  const app = await buildApp({ ...dependencies, logger: options.logger });
+  const app = await buildApp({ ...dependencies, logger: options.logger, ...(options.now === undefined ? {} : { now: options.now }) });
   runner.start();
+  if (options.transparency !== undefined) await transparency.start();
   return {
     app,
     ledger,
     runner,
+    transparency,
     adminToken: testAdminToken,
     async close() {
       await app.close();
+      await transparency.stop();
       await runner.stop();
       await ledger.close();
     },

@@ -51,6 +51,7 @@ export function gatewayRoutes(dependencies: AppDependencies): FastifyPluginAsync
     jobs: dependencies.jobs,
     modelPrices: dependencies.modelPrices,
     nodeDirectory: dependencies.nodeDirectory,
+    pauses: dependencies.pauses,
     settings: dependencies.settings,
     now,
   };
@@ -62,7 +63,12 @@ export function gatewayRoutes(dependencies: AppDependencies): FastifyPluginAsync
       async (request) => {
         const principal = await requireGatewayKey(request, dependencies.gatewayKeyResolver, 'models', now().getTime());
         limits.takeRequest(principal.keyId, now().getTime());
-        const models = await dependencies.nodeDirectory.listedModels(now());
+        // A paused model, or one only paused nodes serve, is not offered while the pause lasts.
+        const pauses = await dependencies.pauses.list(now());
+        const pausedNodes = new Set(pauses.filter((pause) => pause.targetKind === 'node').map((pause) => pause.targetId));
+        const pausedModels = new Set(pauses.filter((pause) => pause.targetKind === 'model').map((pause) => pause.targetId));
+        const listed = await dependencies.nodeDirectory.listedModels(now(), pausedNodes);
+        const models = listed.filter((model) => !pausedModels.has(model.id));
         return { object: 'list' as const, data: models.map((model) => ({ ...model, object: 'model' as const, owned_by: 'b3iq' as const })) };
       },
     );

@@ -46,12 +46,12 @@ const jobView = z.object({
   completed_at: z.iso.datetime().nullable(),
 });
 
-const usageQuery = z.strictObject({
+export const usageQuery = z.strictObject({
   window_days: z.coerce.number().int().min(1).max(366).default(30),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
 });
 
-const usageView = z.object({
+export const usageView = z.object({
   status: z.literal('ok'),
   customer_id: z.string(),
   generated_at: z.iso.datetime(),
@@ -148,24 +148,29 @@ export function receiptRoutes(dependencies: AppDependencies): FastifyPluginAsync
         const generatedAt = now();
         const since = new Date(generatedAt.getTime() - request.query.window_days * 86_400_000);
         const report = await usageReport(dependencies.db, customerId, since, request.query.limit);
-        return {
-          status: 'ok' as const,
-          customer_id: customerId,
-          generated_at: generatedAt.toISOString(),
-          totals: report.totals.map((total) => ({ kind: total.kind, count: Number(total.count), amount_wei: total.amount_wei })),
-          entries: report.entries.map((entry) => ({
-            entry_id: entry.entry_id,
-            private_job_id: null,
-            job_id: entry.job_id,
-            receipt_hash: entry.kind === 'debit' ? (entry.receipt_hash ?? null) : null,
-            kind: entry.kind,
-            amount_wei: entry.amount_wei,
-            balance_after_wei: entry.balance_after_wei,
-            reserved_after_wei: entry.reserved_after_wei,
-            created_at: entry.created_at.toISOString(),
-          })),
-        };
+        return usageResponse(customerId, generatedAt, report);
       },
     );
+  };
+}
+
+/** The usage export's body, for the customer's own export and the admin's view of it. */
+export function usageResponse(customerId: string, generatedAt: Date, report: Awaited<ReturnType<typeof usageReport>>): z.infer<typeof usageView> {
+  return {
+    status: 'ok' as const,
+    customer_id: customerId,
+    generated_at: generatedAt.toISOString(),
+    totals: report.totals.map((total) => ({ kind: total.kind, count: Number(total.count), amount_wei: total.amount_wei })),
+    entries: report.entries.map((entry) => ({
+      entry_id: entry.entry_id,
+      private_job_id: null,
+      job_id: entry.job_id,
+      receipt_hash: entry.kind === 'debit' ? (entry.receipt_hash ?? null) : null,
+      kind: entry.kind,
+      amount_wei: entry.amount_wei,
+      balance_after_wei: entry.balance_after_wei,
+      reserved_after_wei: entry.reserved_after_wei,
+      created_at: entry.created_at.toISOString(),
+    })),
   };
 }
