@@ -14,8 +14,10 @@ Commands:
   projections rebuild [--data-dir DIR]  empty the read models and replay the whole log into them
   report reconcile [--window 7d] [--format json|csv] [--data-dir DIR]
                                         reconcile receipts, debits, payouts and fees; exit 1 on any discrepancy
-  host-agent --runtime-url URL [--control-plane-url URL] [--data-dir DIR] [--port N]
+  host-agent --runtime-url URL [--control-plane-url URL] [--data-dir DIR] [--port N] [--allow-lan]
                                         run a GPU node's host agent (127.0.0.1:8831 by default)
+  host-agent keys create --scope chat,models [--name NAME] [--secret-file FILE|-] | keys list | keys revoke KEY_ID
+                                        manage the agent's b3iq_local_ keys (the secret is printed once)
   dev-runtime [--port N] [--tokens N] [--first-token-delay-ms N] [--token-delay-ms N] [--model NAME] [--fault F]
                                         a scripted OpenAI-compatible runtime for tests and demos
   verify-receipt [FILE|-] [--proof FILE] [--checkpoint FILE] [--ledger-key KEY] [--node-key KEY]

@@ -1,37 +1,31 @@
-import Fastify, { type FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { loadOrCreateIdentity, type NodeIdentity } from '../receipts/ed25519.ts';
 import type { SignedReceipt } from '../receipts/receipt.ts';
 import { LocalAuthenticator } from './auth.ts';
-import { forwardCompletion } from './completions.ts';
 import { enroll, HeartbeatLoop } from './controlPlane.ts';
-import { readDispatchedRequest } from './dispatch.ts';
-import { HostAgentError, installErrorHandling } from './errors.ts';
 import { HttpClient } from './httpClient.ts';
+import { LocalKeyVerifier } from './localKeys.ts';
 import { loadEnrollment, nodeIdForPublicKey, saveEnrollment, type Enrollment } from './nodeState.ts';
-import { defaultHostAgentPort, resolveSettings, type HostAgentOptions, type HostAgentSettings } from './options.ts';
+import { resolveSettings, type HostAgentOptions, type HostAgentSettings } from './options.ts';
 import { ModelProfiles, QueueGauge } from './profiles.ts';
 import { ReceiptLog } from './receipts.ts';
+import { createAgentApp, hostAgentRedactedPaths, registerAgentRoutes, type AgentServices } from './routes.ts';
+import { loadSetupToken } from './setupToken.ts';
+import { ReceiptSubmitter } from './submissions.ts';
 
 export type { HostAgentOptions } from './options.ts';
+export { hostAgentRedactedPaths } from './routes.ts';
 
 /**
  * The host agent (DESIGN §5): a local OpenAI-compatible API in front of a model runtime that
- * accepts router-signed dispatches, signs a receipt for every completion, and keeps the node
- * enrolled and heartbeating with the control plane.
+ * accepts router-signed dispatches and local keys, signs a receipt for every completion, keeps
+ * those receipts, serves the owner's routes with the setup token, and keeps the node enrolled and
+ * heartbeating with the control plane.
  */
 
-/** Secrets can arrive in these headers; the logger never writes them, whatever its level. */
-export const hostAgentRedactedPaths = ['req.headers.authorization', 'req.headers["x-b3iq-router-signature"]'];
-
-interface HostAgentParts {
+interface HostAgentParts extends AgentServices {
   app: FastifyInstance;
-  settings: HostAgentSettings;
-  identity: NodeIdentity;
-  nodeId: string;
-  client: HttpClient;
-  profiles: ModelProfiles;
-  queue: QueueGauge;
-  receipts: ReceiptLog;
+  setupTokenPath: string;
 }
 
 /** Builds the agent's app from what is on disk; it never listens and never enrolls. */
@@ -44,35 +38,55 @@ async function assemble(settings: HostAgentSettings, options: HostAgentOptions):
   const nodeId = nodeIdForPublicKey(identity.publicKeyRaw);
   const enrollment = await loadEnrollment(settings.dataDir);
   if (enrollment !== null && enrollment.nodeId !== nodeId) throw new Error('node.json belongs to another identity key');
-  const app = Fastify({
-    logger: loggerOptions(options.logger),
-    bodyLimit: settings.bodyLimitBytes,
-    routerOptions: { ignoreTrailingSlash: false },
-    // close() must not wait on a client that opened a connection and never sent a request: the
-    // jobs in flight are aborted anyway (preClose below).
-    forceCloseConnections: true,
-  });
-  const client = new HttpClient();
-  const receipts = await ReceiptLog.open(settings.dataDir, settings.maxRecentReceipts, (error) =>
-    app.log.error({ reason: (error as NodeJS.ErrnoException).code ?? 'UNKNOWN' }, 'could not append to receipts.jsonl'),
+  const setupToken = await loadSetupToken(settings.dataDir, settings.setupTokenFile);
+  const app = await createAgentApp({ logger: loggerOptions(options.logger), bodyLimit: settings.bodyLimitBytes });
+  const reportWriteError = (file: string) => (error: unknown) =>
+    app.log.error({ reason: (error as NodeJS.ErrnoException).code ?? 'UNKNOWN' }, `could not append to ${file}`);
+  const localKeys = new LocalKeyVerifier(settings.dataDir, (error) =>
+    app.log.error({ reason: (error as Error).message }, 'local-keys.json unreadable; no local key is accepted until it is fixed'),
   );
-  const parts: HostAgentParts = {
-    app,
-    settings,
-    identity,
-    nodeId,
-    client,
-    profiles: new ModelProfiles(settings, client),
-    queue: new QueueGauge(settings.maxConcurrent),
-    receipts,
-  };
-  // Closing aborts what the runtime is still answering, so that close() never waits on a model;
-  // those jobs end without a receipt, exactly as if the runtime had failed.
-  app.addHook('preClose', async () => client.close());
-  app.addHook('onClose', async () => receipts.close());
-  installRoutes(parts, new LocalAuthenticator(enrollment?.dispatchSecret ?? null, settings.now));
-  await app.ready();
-  return parts;
+  const client = new HttpClient();
+  let receipts: ReceiptLog | null = null;
+  try {
+    await localKeys.load();
+    receipts = await ReceiptLog.open(settings.dataDir, settings.maxRecentReceipts, reportWriteError('receipts.jsonl'));
+    const submitter = await ReceiptSubmitter.open({
+      dataDir: settings.dataDir,
+      client,
+      controlPlaneUrl: settings.controlPlaneUrl,
+      nodeId,
+      now: settings.now,
+      onWriteError: reportWriteError('receipt-submissions.jsonl'),
+    });
+    const parts: HostAgentParts = {
+      app,
+      setupTokenPath: setupToken.path,
+      settings,
+      identity,
+      nodeId,
+      client,
+      profiles: new ModelProfiles(settings, client),
+      queue: new QueueGauge(settings.maxConcurrent),
+      receipts,
+      submitter,
+      authenticator: new LocalAuthenticator({ dispatchSecret: enrollment?.dispatchSecret ?? null, localKeys, setupToken, now: settings.now }),
+    };
+    // Closing aborts what the runtime and the control plane are still answering, so that close()
+    // never waits on a model; those jobs end without a receipt, exactly as if the runtime had failed.
+    app.addHook('preClose', async () => client.close());
+    app.addHook('onClose', async () => {
+      await submitter.close();
+      await parts.receipts.close();
+    });
+    registerAgentRoutes(app, parts);
+    await app.ready();
+    return parts;
+  } catch (error) {
+    client.close();
+    await receipts?.close();
+    await app.close();
+    throw error;
+  }
 }
 
 function loggerOptions(logger: HostAgentOptions['logger']) {
@@ -81,53 +95,22 @@ function loggerOptions(logger: HostAgentOptions['logger']) {
   return logger === true ? { redact } : { ...logger, redact };
 }
 
-function installRoutes(parts: HostAgentParts, authenticator: LocalAuthenticator): void {
-  const { app, profiles, queue } = parts;
-  installErrorHandling(app);
-  // Bodies stay raw bytes: the router signature covers exactly these bytes, and JSON is parsed
-  // only after the signature verifies.
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
-
-  app.get('/health', async () => {
-    await profiles.refreshIfStale();
-    return { status: 'ok', node_id: parts.nodeId, runtime_reachable: profiles.runtimeReachable };
-  });
-
-  app.get('/v1/models', async (request) => {
-    authenticator.authenticate(request);
-    await profiles.refreshIfStale();
-    const data = profiles.installedModelIds().map((id) => ({ id, object: 'model', created: 0, owned_by: 'b3iq-node' }));
-    return { object: 'list', data };
-  });
-
-  app.post('/v1/chat/completions', async (request, reply) => {
-    authenticator.authenticate(request);
-    if (!Buffer.isBuffer(request.body)) throw new HostAgentError('invalid_request', 'The request body must be JSON');
-    const forwarded = readDispatchedRequest(request.body, parts.nodeId);
-    if (!queue.tryAcquire()) throw new HostAgentError('service_unavailable', 'The node is at capacity; try another node');
-    try {
-      await forwardCompletion(parts, forwarded, reply, request.log);
-    } finally {
-      queue.release();
-    }
-    return reply;
-  });
-}
-
 export interface StartedHostAgent {
   /** Where the agent listens, e.g. http://127.0.0.1:8831. */
   url: string;
   nodeId: string;
-  /** The most recent signed receipts, newest last (for the coming local /v1/receipts API). */
+  /** Where the owner's setup token is (DIR/setup-token unless a file was given); never the token. */
+  setupTokenPath: string;
+  /** The most recent signed receipts, newest last, as GET /v1/receipts serves them (newest first). */
   recentReceipts(): SignedReceipt[];
-  /** Stops heartbeats, aborts runtime requests, closes the server; leaves no timers. */
+  /** Stops heartbeats, aborts runtime requests, closes the server; leaves no timers. Safe to call twice. */
   close(): Promise<void>;
 }
 
 /**
- * Starts the agent: enrolls first when a control plane is configured and this node has no
- * enrollment for it (a refusal is fatal, nothing listens), listens, then heartbeats.
+ * Starts the agent: refuses a non-loopback host unless allowLan is set (before anything is written),
+ * enrolls first when a control plane is configured and this node has no enrollment for it (a
+ * refusal is fatal, nothing listens), listens, then heartbeats.
  */
 export async function startHostAgent(options: HostAgentOptions): Promise<StartedHostAgent> {
   const settings = resolveSettings(options);
@@ -137,8 +120,8 @@ export async function startHostAgent(options: HostAgentOptions): Promise<Started
   let loop: HeartbeatLoop | null = null;
   try {
     await app.listen({
-      host: options.host ?? '127.0.0.1',
-      port: options.port ?? defaultHostAgentPort,
+      host: settings.host,
+      port: settings.port,
       // The address is a local URL; the logs say only that the agent is up.
       listenTextResolver: () => 'host agent listening',
     });
@@ -162,7 +145,14 @@ export async function startHostAgent(options: HostAgentOptions): Promise<Started
     } else {
       await parts.profiles.refresh();
     }
-    return { url, nodeId: parts.nodeId, recentReceipts: () => parts.receipts.recent(), close: () => closeAgent(app, loop) };
+    let closing: Promise<void> | null = null;
+    return {
+      url,
+      nodeId: parts.nodeId,
+      setupTokenPath: parts.setupTokenPath,
+      recentReceipts: () => parts.receipts.recent(),
+      close: () => (closing ??= closeAgent(app, loop)),
+    };
   } catch (error) {
     await closeAgent(app, loop);
     throw error;

@@ -4,7 +4,7 @@ import type { FastifyBaseLogger, FastifyReply } from 'fastify';
 import type { NodeIdentity } from '../receipts/ed25519.ts';
 import type { SignedReceipt } from '../receipts/receipt.ts';
 import type { ForwardedRequest } from './dispatch.ts';
-import { errorBody, sendError } from './errors.ts';
+import { openAiErrorBody, sendError } from './errors.ts';
 import { errorCodeOf, readBounded, type HttpClient } from './httpClient.ts';
 import { endpoint, type HostAgentSettings } from './options.ts';
 import type { ModelProfiles } from './profiles.ts';
@@ -32,6 +32,12 @@ export interface ReceiptMetadata {
   runtime_kind: string;
   latency_ms: number;
   ttft_ms: number | null;
+}
+
+/** Local callers also get the hash and the mark that the receipt is local (never billed). */
+export interface LocalReceiptMetadata extends ReceiptMetadata {
+  receipt_hash: string;
+  origin: 'local';
 }
 
 const maxRuntimeResponseBytes = 32 * 1_048_576;
@@ -115,7 +121,7 @@ async function refuseRuntimeFailure(
     return void reply.code(status).type('application/json; charset=utf-8').send(body);
   }
   if (status >= 400 && status < 500) {
-    return void reply.code(status).type('application/json; charset=utf-8').send(errorBody('invalid_request', 'The model runtime refused the request'));
+    return void reply.code(status).type('application/json; charset=utf-8').send(openAiErrorBody('invalid_request', 'The model runtime refused the request'));
   }
   return void sendError(reply, 'runtime_unavailable', `The model runtime failed with status ${status}`);
 }
@@ -168,7 +174,7 @@ async function signCompletion(
   usage: Usage,
   responseSha256: string,
   log: FastifyBaseLogger,
-): Promise<ReceiptMetadata> {
+): Promise<ReceiptMetadata | LocalReceiptMetadata> {
   const receipt = buildReceipt({
     dispatch: forwarded.dispatch,
     nodeId: context.nodeId,
@@ -183,10 +189,10 @@ async function signCompletion(
   const signed = await context.receipts.record(receipt, context.identity);
   const metadata = { signed_receipt: signed, runtime_kind: context.settings.runtimeKind, latency_ms: timer.latencyMs, ttft_ms: timer.ttftMs };
   log.info(
-    { job_id: receipt.job_id, receipt_hash: signed.receipt_hash, ...usage, latency_ms: metadata.latency_ms, stream: receipt.stream },
+    { job_id: receipt.job_id, receipt_hash: signed.receipt_hash, ...usage, latency_ms: metadata.latency_ms, stream: receipt.stream, origin: forwarded.origin },
     'completion receipt signed',
   );
-  return metadata;
+  return forwarded.origin === 'local' ? { ...metadata, receipt_hash: signed.receipt_hash, origin: 'local' } : metadata;
 }
 
 /** How a runtime stream ended: with its [DONE] (or a clean end), or cut off. */
@@ -231,9 +237,26 @@ async function finishStream(
     log.warn({ job_id: forwarded.dispatch.job_id }, 'runtime stream without usage; no receipt');
   } else {
     const b3iq = await signCompletion(context, forwarded, timer, end.usage, end.responseSha256, log);
-    raw.write(`data: ${JSON.stringify({ object: 'b3iq.receipt', b3iq })}\n\n`);
+    raw.write(`data: ${JSON.stringify(receiptFrame(forwarded, b3iq, context.settings.now()))}\n\n`);
   }
   raw.end(doneFrame);
+}
+
+/**
+ * The router takes its receipt out of the stream as a `b3iq.receipt` object. An app's OpenAI
+ * client expects every frame to be a chunk, so local callers get the receipt in a chunk without
+ * choices, the same shape as the gateway's closing chunk and the usage chunk.
+ */
+function receiptFrame(forwarded: ForwardedRequest, b3iq: ReceiptMetadata, now: Date): object {
+  if (forwarded.origin === 'router') return { object: 'b3iq.receipt', b3iq };
+  return {
+    id: forwarded.dispatch.job_id,
+    object: 'chat.completion.chunk',
+    created: Math.floor(now.getTime() / 1000),
+    model: forwarded.dispatch.model_id,
+    choices: [],
+    b3iq,
+  };
 }
 
 /**

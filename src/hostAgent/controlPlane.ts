@@ -19,7 +19,7 @@ const maxResponseBytes = 65_536;
 const challengeResponse = z.object({ challenge_id: z.string(), challenge: z.string() });
 const enrollmentResponse = z.object({ node_id: z.string(), key_id: z.string(), dispatch_secret: z.string() });
 
-async function postJson(client: HttpClient, url: URL, body: unknown): Promise<{ status: number; json: unknown }> {
+export async function postJson(client: HttpClient, url: URL, body: unknown): Promise<{ status: number; json: unknown }> {
   const response = await client.send(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', accept: 'application/json' },
@@ -36,7 +36,7 @@ async function postJson(client: HttpClient, url: URL, body: unknown): Promise<{ 
   return { status: response.status, json };
 }
 
-function errorCodeIn(json: unknown): string | undefined {
+export function errorCodeIn(json: unknown): string | undefined {
   const code = (json as { error?: { code?: unknown } } | null)?.error?.code;
   return typeof code === 'string' ? code : undefined;
 }

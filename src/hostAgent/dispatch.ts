@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { receiptSchema } from '../receipts/receipt.ts';
 import { HostAgentError } from './errors.ts';
+import { localDispatch, localJobPrefix, type ReceiptOrigin } from './receipts.ts';
 
 /**
  * The router's terms for one job, sent as the `b3iq_dispatch` member of the chat request
@@ -23,6 +24,9 @@ export const dispatchSchema = z.strictObject({
 export type Dispatch = z.infer<typeof dispatchSchema>;
 
 export interface ForwardedRequest {
+  /** Who sent it: the router (billed through the gateway) or an app with a local key (never billed). */
+  origin: ReceiptOrigin;
+  /** The terms signed into the receipt: the router's, or the zero-priced local ones. */
   dispatch: Dispatch;
   /** The exact bytes sent to the runtime: the request without `b3iq_dispatch`. */
   body: Buffer;
@@ -42,6 +46,9 @@ export function readDispatchedRequest(raw: Buffer, nodeId: string): ForwardedReq
     throw new HostAgentError('invalid_request', `Invalid ${param}: ${issue?.message ?? 'does not match the schema'}`, param);
   }
   const dispatch = parsed.data;
+  if (dispatch.job_id.startsWith(localJobPrefix)) {
+    throw new HostAgentError('invalid_request', `Routed job ids must not start with ${localJobPrefix}`, 'b3iq_dispatch.job_id');
+  }
   if (dispatch.node_id !== nodeId) {
     throw new HostAgentError('invalid_request', 'b3iq_dispatch.node_id names another node', 'b3iq_dispatch.node_id');
   }
@@ -49,11 +56,41 @@ export function readDispatchedRequest(raw: Buffer, nodeId: string): ForwardedReq
   if (request['model'] !== dispatch.model_id) {
     throw new HostAgentError('invalid_request', 'model must equal b3iq_dispatch.model_id', 'model');
   }
+  checkStream(request);
+  delete request['b3iq_dispatch'];
+  return { origin: 'router', dispatch, body: Buffer.from(JSON.stringify(request), 'utf8'), stream: request['stream'] === true };
+}
+
+/**
+ * Reads a chat request from an app holding a local key: an ordinary OpenAI request, forwarded as
+ * it is except that a stream always asks the runtime for usage (a receipt needs it; OpenAI
+ * clients ignore the extra usage chunk). Dispatch terms are the router's alone.
+ */
+export function readLocalRequest(raw: Buffer, nodeId: string, jobId: string): ForwardedRequest {
+  const request = parseObject(raw);
+  if (request['b3iq_dispatch'] !== undefined) {
+    throw new HostAgentError('invalid_request', 'b3iq_dispatch is accepted only from the router', 'b3iq_dispatch');
+  }
+  const model = request['model'];
+  if (typeof model !== 'string' || !receiptFields.model_id.safeParse(model).success) {
+    throw new HostAgentError('invalid_request', 'model must be a model id of 1-128 identifier characters', 'model');
+  }
+  checkStream(request);
+  const stream = request['stream'] === true;
+  if (stream) {
+    const options = request['stream_options'];
+    if (options !== undefined && options !== null && (typeof options !== 'object' || Array.isArray(options))) {
+      throw new HostAgentError('invalid_request', 'stream_options must be an object', 'stream_options');
+    }
+    request['stream_options'] = { ...(options ?? {}), include_usage: true };
+  }
+  return { origin: 'local', dispatch: localDispatch(nodeId, model, jobId), body: Buffer.from(JSON.stringify(request), 'utf8'), stream };
+}
+
+function checkStream(request: Record<string, unknown>): void {
   if (request['stream'] !== undefined && request['stream'] !== null && typeof request['stream'] !== 'boolean') {
     throw new HostAgentError('invalid_request', 'stream must be a boolean', 'stream');
   }
-  delete request['b3iq_dispatch'];
-  return { dispatch, body: Buffer.from(JSON.stringify(request), 'utf8'), stream: request['stream'] === true };
 }
 
 function parseObject(raw: Buffer): Record<string, unknown> {

@@ -1,9 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { readPrivateFile } from '../credentials/privateFile.ts';
 import { minimumSecretBytes } from '../router/dispatchSignature.ts';
+import { writePrivateFileAtomically } from './privateFiles.ts';
 
 /**
  * What enrollment gave this node, kept in `node.json` next to its key: the node id and the router's
@@ -46,28 +46,12 @@ export async function loadEnrollment(dataDir: string): Promise<Enrollment | null
   return { nodeId: parsed.data.node_id, dispatchSecret, controlPlaneUrl: parsed.data.control_plane_url };
 }
 
-/** Writes a private temporary file and renames it over node.json, so readers never see half of it. */
+/** Replaces node.json atomically, owner-only, so readers never see half of it. */
 export async function saveEnrollment(dataDir: string, enrollment: Enrollment): Promise<void> {
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const text = JSON.stringify({
     node_id: enrollment.nodeId,
     dispatch_secret: enrollment.dispatchSecret.toString('base64url'),
     control_plane_url: enrollment.controlPlaneUrl,
   });
-  const path = nodeFilePath(dataDir);
-  const temporaryPath = `${path}.${randomBytes(8).toString('hex')}.tmp`;
-  const handle = await open(temporaryPath, 'wx', 0o600);
-  try {
-    await handle.chmod(0o600);
-    await handle.writeFile(`${text}\n`);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await rename(temporaryPath, path);
-  } catch (error) {
-    await unlink(temporaryPath).catch(() => undefined);
-    throw error;
-  }
+  await writePrivateFileAtomically(nodeFilePath(dataDir), `${text}\n`);
 }

@@ -1,3 +1,4 @@
+import { isIPv4 } from 'node:net';
 import { join } from 'node:path';
 import type { DestinationStream } from 'pino';
 import { modelProfileSchema, routeTiers, type ModelProfile } from '../events/node.ts';
@@ -39,9 +40,13 @@ export interface HostAgentOptions {
   bodyLimitBytes?: number;
   /** Signed receipts kept in memory for the local API. Default 1000. */
   maxRecentReceipts?: number;
-  /** Default 127.0.0.1 and 8831; only startHostAgent listens. */
+  /** Default 127.0.0.1 and 8831; only startHostAgent listens. A non-loopback host needs allowLan. */
   host?: string;
   port?: number;
+  /** Listening beyond loopback puts the local API on the network, so it must be asked for. Default false. */
+  allowLan?: boolean;
+  /** A file (0600) holding the owner's setup token; default DIR/setup-token, generated on the first start. */
+  setupTokenFile?: string;
   /** false (default) or pino settings; secrets in headers are always redacted. */
   logger?: boolean | { level?: string; stream?: DestinationStream };
   now?: () => Date;
@@ -61,6 +66,9 @@ export interface HostAgentSettings {
   runtimeIdleTimeoutMs: number;
   bodyLimitBytes: number;
   maxRecentReceipts: number;
+  host: string;
+  port: number;
+  setupTokenFile: string | null;
   now: () => Date;
 }
 
@@ -89,8 +97,36 @@ export function resolveSettings(options: HostAgentOptions): HostAgentSettings {
     runtimeIdleTimeoutMs: boundedInteger('runtimeIdleTimeoutMs', options.runtimeIdleTimeoutMs ?? 120_000, 10, 3_600_000),
     bodyLimitBytes: boundedInteger('bodyLimitBytes', options.bodyLimitBytes ?? 4 * 1_048_576, 1024, 256 * 1_048_576),
     maxRecentReceipts: boundedInteger('maxRecentReceipts', options.maxRecentReceipts ?? 1000, 1, 1_000_000),
+    host: listenHost(options.host ?? '127.0.0.1', options.allowLan === true),
+    port: boundedInteger('port', options.port ?? defaultHostAgentPort, 0, 65_535),
+    setupTokenFile: options.setupTokenFile ?? null,
     now: options.now ?? (() => new Date()),
   };
+}
+
+/** Thrown when the agent is asked to listen beyond loopback without allowLan. */
+export class LanExposureRefused extends Error {
+  constructor(host: string) {
+    super(
+      `refusing to listen on ${host}: the local API (local keys, setup token, receipts) would be reachable from other machines. ` +
+        'Pass --allow-lan (or set B3IQ_HOST_AGENT_ALLOW_LAN=1) to expose it on purpose, or listen on 127.0.0.1.',
+    );
+    this.name = 'LanExposureRefused';
+  }
+}
+
+function listenHost(host: string, allowLan: boolean): string {
+  if (host.length === 0 || host.length > 255) throw new TypeError('host must be a host name or IP address');
+  if (!allowLan && !isLoopbackHost(host)) throw new LanExposureRefused(host);
+  return host;
+}
+
+/** localhost, 127.0.0.0/8, ::1 and IPv4-mapped loopback; every other name could be a network address. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  if (bare === 'localhost' || bare === '::1' || bare === '0:0:0:0:0:0:0:1') return true;
+  const ipv4 = bare.startsWith('::ffff:') ? bare.slice(7) : bare;
+  return isIPv4(ipv4) && ipv4.startsWith('127.');
 }
 
 /** An http(s) URL without a trailing slash, so that paths can be appended. */

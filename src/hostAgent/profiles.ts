@@ -1,5 +1,5 @@
 import type { ModelProfile } from '../events/node.ts';
-import { receiptSchema } from '../receipts/receipt.ts';
+import { receiptSchema, type Receipt, type SignedReceipt } from '../receipts/receipt.ts';
 import type { HttpClient } from './httpClient.ts';
 import { endpoint, type HostAgentSettings } from './options.ts';
 
@@ -53,6 +53,7 @@ export class ModelProfiles {
   #runtimeModels: string[] = [];
   #reachable = false;
   #probedAt = Number.NEGATIVE_INFINITY;
+  #probedAtTime: Date | null = null;
   #probing: Promise<void> | null = null;
 
   constructor(settings: HostAgentSettings, client: HttpClient) {
@@ -64,12 +65,33 @@ export class ModelProfiles {
     return this.#reachable;
   }
 
-  /** Installed profiles while the runtime answers; the last-known models as runtime_missing otherwise. */
+  /** How many models the runtime listed at its last answer. */
+  get runtimeModelCount(): number {
+    return this.#runtimeModels.length;
+  }
+
+  /** When the runtime was last probed, or null before the first probe. */
+  get probedAt(): Date | null {
+    return this.#probedAtTime;
+  }
+
+  /**
+   * Installed profiles while the runtime answers; the last-known models as runtime_missing
+   * otherwise. Configured profiles keep their tier and flags, and take their status from the probe
+   * too: installed when the runtime lists the model, ready_to_install when it answers without it
+   * (unless the configuration says hardware_unsupported).
+   */
   current(): ModelProfile[] {
-    if (this.#settings.fixedProfiles !== null) return [...this.#settings.fixedProfiles];
+    if (this.#settings.fixedProfiles !== null) return this.#settings.fixedProfiles.map((profile) => ({ ...profile, status: this.#statusOf(profile) }));
     const status = this.#reachable ? 'installed' : 'runtime_missing';
     const { runtimeKind, routeTier, profileFlags } = this.#settings;
     return this.#runtimeModels.map((model_id) => ({ model_id, status, runtime_kind: runtimeKind, route_tier: routeTier, ...profileFlags }));
+  }
+
+  #statusOf(profile: ModelProfile): ModelProfile['status'] {
+    if (profile.status === 'hardware_unsupported') return profile.status;
+    if (!this.#reachable) return 'runtime_missing';
+    return this.#runtimeModels.includes(profile.model_id) ? 'installed' : 'ready_to_install';
   }
 
   installedModelIds(): string[] {
@@ -109,6 +131,7 @@ export class ModelProfiles {
       this.#reachable = false;
     }
     this.#probedAt = performance.now();
+    this.#probedAtTime = this.#settings.now();
   }
 }
 
@@ -131,4 +154,39 @@ function modelIdsOf(body: Buffer): string[] | null {
     if (ids.length === maxProfiles) break;
   }
   return ids;
+}
+
+/**
+ * Benchmark evidence the node has of its own: what its signed receipts say about each model's
+ * throughput, as completion tokens per second of wall time from start to completion. It is a
+ * claim the node can back with receipts, not the control plane's observed benchmark.
+ */
+export interface LocalBenchmark {
+  samples: number;
+  completion_tokens_per_second_median: number;
+  last_completed_at: string;
+}
+
+export function localBenchmarks(receipts: readonly SignedReceipt[]): Map<string, LocalBenchmark> {
+  const byModel = new Map<string, { rates: number[]; last: string }>();
+  for (const signed of receipts) {
+    const receipt = JSON.parse(signed.receipt_canonical) as Receipt;
+    if (receipt.usage.completion_tokens === 0) continue;
+    const seconds = Math.max(Date.parse(receipt.completed_at) - Date.parse(receipt.started_at), 1) / 1000;
+    const entry = byModel.get(receipt.model_id) ?? { rates: [], last: receipt.completed_at };
+    entry.rates.push(receipt.usage.completion_tokens / seconds);
+    if (Date.parse(receipt.completed_at) >= Date.parse(entry.last)) entry.last = receipt.completed_at;
+    byModel.set(receipt.model_id, entry);
+  }
+  const benchmarks = new Map<string, LocalBenchmark>();
+  for (const [modelId, { rates, last }] of byModel) {
+    benchmarks.set(modelId, { samples: rates.length, completion_tokens_per_second_median: Math.round(median(rates)), last_completed_at: last });
+  }
+  return benchmarks;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NodeIdentity } from '../receipts/ed25519.ts';
-import { computeCostWei, receiptVersion, signReceipt, type Receipt, type SignedReceipt } from '../receipts/receipt.ts';
+import { computeCostWei, receiptVersion, signedReceiptSchema, signReceipt, type Receipt, type SignedReceipt } from '../receipts/receipt.ts';
 import { splitCost } from '../money.ts';
 import type { Dispatch } from './dispatch.ts';
+import { JsonLinesFile, readLastLines, scanLines } from './privateFiles.ts';
 
 /**
  * Receipts on the node side: the receipt body from the dispatch terms and the runtime's usage
@@ -72,32 +72,51 @@ export function buildReceipt(job: CompletedJob): Receipt {
 const receiptsFileName = 'receipts.jsonl';
 
 /**
- * Every receipt the node signed: the most recent ones in memory (bounded) for the local API, and
- * all of them appended to `receipts.jsonl` (owner-only), one signed receipt per line. Appends are
- * chained so that lines never interleave.
+ * Every receipt the node signed: appended to `receipts.jsonl` (owner-only), one signed receipt per
+ * line, and the most recent ones (bounded) kept in memory for the local API. On open the tail of
+ * the file is read back, so the recent receipts survive a restart; older ones are found by a scan.
  */
 export class ReceiptLog {
-  readonly #recent: SignedReceipt[] = [];
+  readonly #recent: SignedReceipt[];
   readonly #maxRecent: number;
-  readonly #file: FileHandle;
+  readonly #path: string;
+  readonly #file: JsonLinesFile;
   readonly #onWriteError: (error: unknown) => void;
-  #tail: Promise<void> = Promise.resolve();
 
-  private constructor(file: FileHandle, maxRecent: number, onWriteError: (error: unknown) => void) {
+  private constructor(path: string, file: JsonLinesFile, recent: SignedReceipt[], maxRecent: number, onWriteError: (error: unknown) => void) {
+    this.#path = path;
     this.#file = file;
+    this.#recent = recent;
     this.#maxRecent = maxRecent;
     this.#onWriteError = onWriteError;
   }
 
   static async open(dataDir: string, maxRecent: number, onWriteError: (error: unknown) => void): Promise<ReceiptLog> {
-    const file = await open(join(dataDir, receiptsFileName), 'a', 0o600);
-    await file.chmod(0o600);
-    return new ReceiptLog(file, maxRecent, onWriteError);
+    const path = join(dataDir, receiptsFileName);
+    const file = await JsonLinesFile.open(path);
+    // A line that does not parse (torn by a crash, edited by hand) is skipped, not fatal.
+    const recent = (await readLastLines(path, maxRecent)).map(parseSignedReceipt).filter((signed) => signed !== null);
+    return new ReceiptLog(path, file, recent, maxRecent, onWriteError);
   }
 
   /** Newest last. */
   recent(): SignedReceipt[] {
     return [...this.#recent];
+  }
+
+  /** The signed receipt with this hash: from memory when recent, otherwise from the file. */
+  async find(receiptHash: string): Promise<SignedReceipt | null> {
+    const recent = this.#recent.find((signed) => signed.receipt_hash === receiptHash);
+    if (recent !== undefined) return recent;
+    let found: SignedReceipt | null = null;
+    // Cheap prefilter: only lines that mention the hash are parsed.
+    await scanLines(this.#path, (line) => {
+      if (!line.includes(receiptHash)) return false;
+      const signed = parseSignedReceipt(line);
+      if (signed?.receipt_hash === receiptHash) found = signed;
+      return found !== null;
+    });
+    return found;
   }
 
   /**
@@ -108,14 +127,47 @@ export class ReceiptLog {
     const signed = signReceipt(receipt, identity);
     this.#recent.push(signed);
     if (this.#recent.length > this.#maxRecent) this.#recent.shift();
-    const line = `${JSON.stringify(signed)}\n`;
-    this.#tail = this.#tail.then(() => this.#file.appendFile(line)).catch(this.#onWriteError);
-    await this.#tail;
+    await this.#file.append(signed).catch(this.#onWriteError);
     return signed;
   }
 
   async close(): Promise<void> {
-    await this.#tail;
     await this.#file.close();
   }
+}
+
+function parseSignedReceipt(line: string): SignedReceipt | null {
+  try {
+    const parsed = signedReceiptSchema.safeParse(JSON.parse(line));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Receipts for chats an app sent with a local key. They have the same signed format as routed
+ * receipts, marked in the signed bytes themselves: the job id starts with `local_`, the policy is
+ * `b3iq-local-v1`, and every price is zero, so the gateway could never bill one.
+ */
+export const localPolicyVersion = 'b3iq-local-v1';
+export const localJobPrefix = 'local_';
+
+export type ReceiptOrigin = 'router' | 'local';
+
+export function localDispatch(nodeId: string, modelId: string, jobId: string): Dispatch {
+  return {
+    job_id: jobId,
+    node_id: nodeId,
+    model_id: modelId,
+    policy_version: localPolicyVersion,
+    pricing: { prompt_price_per_million_wei: '0', completion_price_per_million_wei: '0' },
+    quoted_price_wei: '0',
+    reserved_price_wei: '0',
+    node_share_bps: 0,
+  };
+}
+
+export function receiptOrigin(receipt: Pick<Receipt, 'job_id' | 'policy_version'>): ReceiptOrigin {
+  return receipt.job_id.startsWith(localJobPrefix) && receipt.policy_version === localPolicyVersion ? 'local' : 'router';
 }

@@ -26,22 +26,23 @@ t.test('refusals: 401 for unsigned, wrong secret, replayed nonce, stale or tampe
   const { url } = subject.agent;
   const path = '/v1/chat/completions';
   const body = JSON.stringify(chatRequest(nodeIdOf(subject)));
-  const expectUnauthorized = async (what: string, response: Promise<Response>) => {
+  const expectUnauthorized = async (what: string, response: Promise<Response>, message = 'A valid router signature is required') => {
     const answered = await response;
     t.equal(answered.status, 401, what);
+    const problem = { status: 401, title: 'Unauthorized', detail: message, code: 'unauthorized' };
     t.same(
       await answered.json(),
-      { error: { message: 'A valid router signature is required', type: 'authentication_error', param: null, code: 'unauthorized' } },
+      { error: { message, type: 'authentication_error', param: null, code: 'unauthorized', b3iq: problem } },
       `${what}: OpenAI-style error`,
     );
   };
-  await expectUnauthorized('unsigned', callAgent(url, path, body, subject.secret, { headers: {} }));
+  await expectUnauthorized('unsigned', callAgent(url, path, body, subject.secret, { headers: {} }), 'A b3iq_local_ key (Authorization: Bearer) or a router signature is required');
   await expectUnauthorized('wrong secret', callAgent(url, path, body, subject.secret, { secret: Buffer.alloc(32, 7) }));
   await expectUnauthorized('stale timestamp', callAgent(url, path, body, subject.secret, { now: new Date(Date.now() - 60_000) }));
   const nonce = 'c2FtZS1ub25jZS10d2ljZQ';
   const tampered = signedHeaders(subject, path, body);
   await expectUnauthorized('tampered body', fetch(`${url}${path}`, { method: 'POST', headers: tampered, body: body.replace('"max_tokens":64', '"max_tokens":65') }));
-  await expectUnauthorized('local keys are not accepted yet', callAgent(url, path, body, subject.secret, { headers: { authorization: 'Bearer b3iq_local_x' } }));
+  await expectUnauthorized('an unknown local key', callAgent(url, path, body, subject.secret, { headers: { authorization: 'Bearer b3iq_local_x' } }), 'A valid b3iq_local_ key is required');
   t.equal(subject.runtime.stats().requests, 0, 'the runtime saw no request');
 
   t.equal((await callAgent(url, path, body, subject.secret, { nonce })).status, 200, 'signed once: accepted');
