@@ -6,6 +6,7 @@ import { payoutsProjection } from './payouts.ts';
 import { ledgerAccountsProjection } from './ledgerAccounts.ts';
 import { ledgerEntriesProjection } from './ledgerEntries.ts';
 import type { Projection } from './projection.ts';
+import { nodeReceiptsProjection } from './nodeReceipts.ts';
 import { trafficPausesProjection } from './trafficPauses.ts';
 import { transparencyProjection } from './transparency.ts';
 
@@ -21,4 +22,5 @@ export const allProjections: readonly Projection[] = [
   payoutsProjection,
   transparencyProjection,
   trafficPausesProjection,
+  nodeReceiptsProjection,
 ];

@@ -335,6 +335,17 @@ projectionMigrations.push({
 /** Tables a rebuild empties; credentials and other non-projected tables are never listed here. */
 export interface OperatorTables {
   traffic_pauses: { target_kind: string; target_id: string; paused: boolean; reason: string; changed_at: Date; last_position: bigint };
+  node_receipts: {
+    receipt_hash: string;
+    node_id: string;
+    job_id: string;
+    origin: string;
+    receipt_canonical: string;
+    signature_ed25519: string;
+    node_key_id: string;
+    recorded_at: Date;
+    position: bigint;
+  };
 }
 
 projectionMigrations.push({
@@ -347,7 +358,19 @@ projectionMigrations.push({
   `,
 });
 
+projectionMigrations.push({
+  id: '0109_node_receipts',
+  sql: `
+    CREATE TABLE node_receipts (
+      receipt_hash text PRIMARY KEY, node_id text NOT NULL, job_id text NOT NULL, origin text NOT NULL,
+      receipt_canonical text NOT NULL, signature_ed25519 text NOT NULL, node_key_id text NOT NULL,
+      recorded_at timestamptz NOT NULL, position bigint NOT NULL
+    );
+    CREATE INDEX node_receipts_node ON node_receipts (node_id, position);
+  `,
+});
+
 export const projectedTables = ['customer_balances', 'ledger_accounts', 'ledger_entries', 'gateway_keys', 'nodes',
   'node_model_profiles', 'observed_benchmarks', 'model_prices', 'jobs', 'receipts',
   'payout_rows', 'payout_batches', 'payout_batch_leaves', 'treasury_captures',
-  'transparency_leaves', 'transparency_checkpoints', 'traffic_pauses'] as const;
+  'transparency_leaves', 'transparency_checkpoints', 'traffic_pauses', 'node_receipts'] as const;

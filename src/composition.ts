@@ -45,6 +45,7 @@ export function createAppDependencies(
     gatewayKeyResolver: new GatewayKeyResolver(gatewayKeyCredentials, ledger.db),
     nodeDirectory: new NodeDirectory(ledger.db, nodeRoutes),
     trafficControls: { store, cache: new AggregateCache(), locks: new StreamLocks() },
+    nodeReceipts: { store, cache: new AggregateCache(), locks: new StreamLocks() },
     pauses: new PauseDirectory(ledger.db),
     ledgerIdentity,
     transparency,

@@ -1,4 +1,6 @@
 import { operatorRoutes } from './routes/operator.ts';
+import { nodeReceiptRoutes } from './routes/nodeReceipts.ts';
+import type { NodeReceiptContext } from '../commands/nodeReceipt.ts';
 import type { TrafficControlContext } from '../commands/trafficControl.ts';
 import type { PauseDirectory } from '../operator/pauses.ts';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
@@ -75,6 +77,7 @@ export interface AppDependencies {
   transparency: TransparencyProofs;
   nodeDirectory: NodeDirectory;
   trafficControls: TrafficControlContext;
+  nodeReceipts: NodeReceiptContext;
   pauses: PauseDirectory;
   projections: ProjectionProgress;
   adminTokenHash: Buffer;
@@ -146,6 +149,7 @@ export async function buildApp(dependencies: AppDependencies): Promise<FastifyIn
   await app.register(payoutRoutes(dependencies));
   await app.register(treasuryRoutes(dependencies));
   await app.register(operatorRoutes(dependencies));
+  await app.register(nodeReceiptRoutes(dependencies));
   // The published contract, generated from the same schemas that validate requests.
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
