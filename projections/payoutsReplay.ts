@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { loadWithoutIndexes } from './bulkLoad.ts';
 import type { ProjectionTransaction } from './projection.ts';
 
 /**
@@ -10,12 +11,16 @@ import type { ProjectionTransaction } from './projection.ts';
  */
 export async function replayPayouts(transaction: ProjectionTransaction, log: string, through: bigint): Promise<void> {
   const upTo = String(through);
-  await sql`
-    INSERT INTO treasury_captures (job_id, node_id, customer_debit_wei, node_payout_wei, protocol_fee_wei, captured_at, position)
-    SELECT DISTINCT ON (data->>'job_id') data->>'job_id', data->>'node_id', (data->>'cost_wei')::numeric,
-           (data->>'node_payable_wei')::numeric, (data->>'protocol_fee_wei')::numeric, recorded_at, position
-      FROM ${sql.table(log)} WHERE type = 'ReservationCaptured' AND position <= ${upTo}::bigint
-     ORDER BY data->>'job_id', position`.execute(transaction);
+  // One row per capture: with a million events, hundreds of thousands of rows, so the indexes are
+  // built once afterwards.
+  await loadWithoutIndexes(transaction, 'treasury_captures', async () => {
+    await sql`
+      INSERT INTO treasury_captures (job_id, node_id, customer_debit_wei, node_payout_wei, protocol_fee_wei, captured_at, position)
+      SELECT DISTINCT ON (data->>'job_id') data->>'job_id', data->>'node_id', (data->>'cost_wei')::numeric,
+             (data->>'node_payable_wei')::numeric, (data->>'protocol_fee_wei')::numeric, recorded_at, position
+        FROM ${sql.table(log)} WHERE type = 'ReservationCaptured' AND position <= ${upTo}::bigint
+       ORDER BY data->>'job_id', position`.execute(transaction);
+  });
   await sql`
     WITH created AS (
       SELECT data, position FROM ${sql.table(log)} WHERE type = 'PayoutBatchCreated' AND position <= ${upTo}::bigint),
