@@ -5,6 +5,7 @@ import { nodesProjection } from './nodes.ts';
 import { payoutsProjection } from './payouts.ts';
 import { ledgerAccountsProjection } from './ledgerAccounts.ts';
 import { ledgerEntriesProjection } from './ledgerEntries.ts';
+import { privateJobsProjection } from './privateJobs.ts';
 import type { Projection } from './projection.ts';
 import { nodeReceiptsProjection } from './nodeReceipts.ts';
 import { trafficPausesProjection } from './trafficPauses.ts';
@@ -23,4 +24,5 @@ export const allProjections: readonly Projection[] = [
   transparencyProjection,
   trafficPausesProjection,
   nodeReceiptsProjection,
+  privateJobsProjection,
 ];

@@ -7,7 +7,7 @@ import type { Migration } from '../src/db/migrate.ts';
  */
 type Wei = ColumnType<string, string, string>;
 
-export interface ProjectionTables extends GatewayKeyTables, NodeTables, JobTables, PayoutTables, TransparencyTables, OperatorTables {
+export interface ProjectionTables extends GatewayKeyTables, NodeTables, JobTables, PayoutTables, TransparencyTables, OperatorTables, PrivateJobTables {
   projection_checkpoints: { name: string; position: bigint };
   customer_balances: {
     customer_id: string;
@@ -370,7 +370,70 @@ projectionMigrations.push({
   `,
 });
 
+/** Private inference jobs (no envelope, no plaintext: see src/privateJobs/envelopeStore.ts) and node transport keys. */
+export interface PrivateJobTables {
+  private_jobs: {
+    job_id: string;
+    customer_id: string;
+    node_id: string;
+    model_id: string;
+    command_id: string;
+    status: string;
+    billing_status: string;
+    quoted_price_wei: Wei;
+    reserved_price_wei: Wei;
+    debited_price_wei: Wei | null;
+    payout_price_wei: Wei | null;
+    policy_version: string;
+    transport_key_id: string;
+    request_envelope_sha256: string;
+    response_envelope_sha256: string | null;
+    receipt_hash: string | null;
+    failure_reason: string | null;
+    claim_deadline: Date;
+    result_deadline: Date | null;
+    created_at: Date;
+    claimed_at: Date | null;
+    ended_at: Date | null;
+    envelopes_purged_at: Date | null;
+    updated_at: Date;
+    last_position: bigint;
+  };
+  node_transport_keys: {
+    node_id: string;
+    key_id: string;
+    public_key_x25519: string;
+    registration_payload: string;
+    registration_signature: string;
+    registered_at: Date;
+    last_position: bigint;
+  };
+}
+
+projectionMigrations.push({
+  id: '0107_private_jobs',
+  sql: `
+    CREATE TABLE private_jobs (
+      job_id text PRIMARY KEY, customer_id text NOT NULL, node_id text NOT NULL, model_id text NOT NULL, command_id text NOT NULL,
+      status text NOT NULL, billing_status text NOT NULL, quoted_price_wei numeric(78,0) NOT NULL,
+      reserved_price_wei numeric(78,0) NOT NULL, debited_price_wei numeric(78,0), payout_price_wei numeric(78,0),
+      policy_version text NOT NULL, transport_key_id text NOT NULL, request_envelope_sha256 text NOT NULL,
+      response_envelope_sha256 text, receipt_hash text, failure_reason text, claim_deadline timestamptz NOT NULL,
+      result_deadline timestamptz, created_at timestamptz NOT NULL, claimed_at timestamptz, ended_at timestamptz,
+      envelopes_purged_at timestamptz, updated_at timestamptz NOT NULL, last_position bigint NOT NULL
+    );
+    CREATE INDEX private_jobs_node_queue ON private_jobs (node_id, created_at) WHERE status = 'queued';
+    CREATE INDEX private_jobs_open ON private_jobs (status, updated_at) WHERE status IN ('queued', 'claimed', 'awaiting-receipt');
+    CREATE INDEX private_jobs_purgeable ON private_jobs (ended_at) WHERE envelopes_purged_at IS NULL;
+    CREATE TABLE node_transport_keys (
+      node_id text PRIMARY KEY, key_id text NOT NULL, public_key_x25519 text NOT NULL, registration_payload text NOT NULL,
+      registration_signature text NOT NULL, registered_at timestamptz NOT NULL, last_position bigint NOT NULL
+    );
+  `,
+});
+
 export const projectedTables = ['customer_balances', 'ledger_accounts', 'ledger_entries', 'gateway_keys', 'nodes',
   'node_model_profiles', 'observed_benchmarks', 'model_prices', 'jobs', 'receipts',
   'payout_rows', 'payout_batches', 'payout_batch_leaves', 'treasury_captures',
-  'transparency_leaves', 'transparency_checkpoints', 'traffic_pauses', 'node_receipts'] as const;
+  'transparency_leaves', 'transparency_checkpoints', 'traffic_pauses', 'node_receipts',
+  'private_jobs', 'node_transport_keys'] as const;

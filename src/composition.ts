@@ -9,6 +9,7 @@ import { GatewayKeyResolver } from './http/gatewayAuth.ts';
 import { NodeDirectory } from './router/directory.ts';
 import type { NodeIdentity } from './receipts/ed25519.ts';
 import { nodeRouteStore } from './router/nodeRoutes.ts';
+import { createPrivateJobServices } from './privateJobs/environment.ts';
 import { PauseDirectory } from './operator/pauses.ts';
 import { TransparencyLog } from './transparency/sequencer.ts';
 import { defaultTransparencySettings } from './transparency/settings.ts';
@@ -48,6 +49,7 @@ export function createAppDependencies(
     nodeReceipts: { store, cache: new AggregateCache(), locks: new StreamLocks() },
     pauses: new PauseDirectory(ledger.db),
     ledgerIdentity,
+    privateJobs: createPrivateJobServices(store, ledger.pool),
     transparency,
   };
 }

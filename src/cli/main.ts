@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/config.ts';
 import { runDevRuntimeCli } from '../devRuntime/server.ts';
 import { runHostAgentCli } from './hostAgent.ts';
+import { runPrivateCli, runPurgeCli } from './private.ts';
 import { rebuildProjections } from './rebuild.ts';
 import { runReportCli } from './reconcile.ts';
 import { serve } from './serve.ts';
@@ -22,6 +23,9 @@ Commands:
                                         a scripted OpenAI-compatible runtime for tests and demos
   verify-receipt [FILE|-] [--proof FILE] [--checkpoint FILE] [--ledger-key KEY] [--node-key KEY]
                                         check a receipt, its inclusion proof and checkpoint offline
+  private seal|open --client-key FILE ...  seal a chat request to a node's transport key, or open a sealed answer
+  admin purge --terminal-before DATE --reason TEXT [--dry-run]
+                                        delete old terminal private-job envelopes (billing and receipts stay)
 
 Environment: B3IQ_DATA_DIR, PORT, HOST, DATABASE_URL, B3IQ_ADMIN_TOKEN_FILE, B3IQ_NODE_SHARE_BPS,
 B3IQ_BODY_LIMIT_BYTES, B3IQ_TRANSPARENCY_ORIGIN, B3IQ_CHECKPOINT_EVERY_LEAVES, B3IQ_CHECKPOINT_EVERY_SECONDS,
@@ -33,6 +37,8 @@ export async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'host-agent') return runHostAgentCli(argv.slice(1));
   if (argv[0] === 'verify-receipt') return runVerifyReceiptCli(argv.slice(1));
   if (argv[0] === 'report') return runReportCli(argv.slice(1));
+  if (argv[0] === 'private') return runPrivateCli(argv.slice(1));
+  if (argv[0] === 'admin' && argv[1] === 'purge') return runPurgeCli(argv.slice(2));
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

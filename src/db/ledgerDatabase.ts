@@ -6,6 +6,7 @@ import { eventStoreMigrations } from '../eventStore/postgres/schema.ts';
 import { credentialMigrations } from '../credentials/customerTokens.ts';
 import { gatewayKeyCredentialMigrations } from '../credentials/gatewayKeys.ts';
 import { nodeRouteMigrations } from '../router/nodeRoutes.ts';
+import { privateEnvelopeMigrations } from '../privateJobs/envelopeStore.ts';
 import { migrate } from './migrate.ts';
 import { createPool } from './pool.ts';
 
@@ -15,6 +16,7 @@ export const allMigrations = [
   ...credentialMigrations,
   ...gatewayKeyCredentialMigrations,
   ...nodeRouteMigrations,
+  ...privateEnvelopeMigrations,
 ];
 
 export interface LedgerDatabase {

@@ -9,6 +9,7 @@ import { loadEnrollment, nodeIdForPublicKey, saveEnrollment, type Enrollment } f
 import { resolveSettings, type HostAgentOptions, type HostAgentSettings } from './options.ts';
 import { ModelProfiles, QueueGauge } from './profiles.ts';
 import { ReceiptLog } from './receipts.ts';
+import { startPrivateJobWorker, type PrivateJobWorker } from './privateJobs.ts';
 import { createAgentApp, hostAgentRedactedPaths, registerAgentRoutes, type AgentServices } from './routes.ts';
 import { loadSetupToken } from './setupToken.ts';
 import { ReceiptSubmitter } from './submissions.ts';
@@ -118,6 +119,7 @@ export async function startHostAgent(options: HostAgentOptions): Promise<Started
   const parts = await assemble(settings, options);
   const { app } = parts;
   let loop: HeartbeatLoop | null = null;
+  let privateJobs: PrivateJobWorker | null = null;
   try {
     await app.listen({
       host: settings.host,
@@ -142,6 +144,7 @@ export async function startHostAgent(options: HostAgentOptions): Promise<Started
         settings.heartbeatIntervalMs,
       );
       await loop.start();
+      privateJobs = await startPrivateJobWorker({ ...parts, controlPlaneUrl: settings.controlPlaneUrl, log: app.log });
     } else {
       await parts.profiles.refresh();
     }
@@ -151,10 +154,10 @@ export async function startHostAgent(options: HostAgentOptions): Promise<Started
       nodeId: parts.nodeId,
       setupTokenPath: parts.setupTokenPath,
       recentReceipts: () => parts.receipts.recent(),
-      close: () => (closing ??= closeAgent(app, loop)),
+      close: () => (closing ??= closeAgent(app, loop, privateJobs)),
     };
   } catch (error) {
-    await closeAgent(app, loop);
+    await closeAgent(app, loop, privateJobs);
     throw error;
   }
 }
@@ -175,7 +178,8 @@ async function ensureEnrolled(settings: HostAgentSettings): Promise<Enrollment> 
   }
 }
 
-async function closeAgent(app: FastifyInstance, loop: HeartbeatLoop | null): Promise<void> {
+async function closeAgent(app: FastifyInstance, loop: HeartbeatLoop | null, privateJobs: PrivateJobWorker | null = null): Promise<void> {
+  await privateJobs?.stop();
   // stop() clears the timer at once; app.close() then aborts a heartbeat still in flight.
   const stopping = loop?.stop();
   await app.close();

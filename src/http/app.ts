@@ -41,6 +41,9 @@ import { adminRoutes } from './routes/admin.ts';
 import { billingRoutes } from './routes/billing.ts';
 import { healthRoutes } from './routes/health.ts';
 import { nodeRoutes } from './routes/nodes.ts';
+import { privateJobRoutes } from './routes/privateJobs.ts';
+import { nodeCommandRoutes } from './routes/nodeCommands.ts';
+import type { PrivateJobServices } from '../privateJobs/environment.ts';
 
 export interface CustomerCredentialStore extends CustomerCredentialCheck {
   save(customerId: string, token: string): Promise<void>;
@@ -74,6 +77,7 @@ export interface AppDependencies {
   challenges: EnrollmentChallenges;
   gatewayKeyResolver: GatewayKeyResolver;
   ledgerIdentity: NodeIdentity;
+  privateJobs: PrivateJobServices;
   transparency: TransparencyProofs;
   nodeDirectory: NodeDirectory;
   trafficControls: TrafficControlContext;
@@ -150,6 +154,8 @@ export async function buildApp(dependencies: AppDependencies): Promise<FastifyIn
   await app.register(treasuryRoutes(dependencies));
   await app.register(operatorRoutes(dependencies));
   await app.register(nodeReceiptRoutes(dependencies));
+  await app.register(privateJobRoutes(dependencies));
+  await app.register(nodeCommandRoutes(dependencies));
   // The published contract, generated from the same schemas that validate requests.
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
