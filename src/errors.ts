@@ -48,6 +48,7 @@ export const errorCodes = {
   rate_limited: 429,
   customer_paused: 403,
   model_paused: 503,
+  node_paused: 503,
   payouts_paused: 409,
   internal_error: 500,
   service_unavailable: 503,

@@ -6,6 +6,7 @@ import type { ServiceConfig } from './config/config.ts';
 import { join } from 'node:path';
 import { createAppDependencies } from './composition.ts';
 import { defaultRecoveryWindows, startRecoveryTimer } from './operator/recovery.ts';
+import { privateJobEnvironment } from './http/routes/privateJobs.ts';
 import { loadOrCreateIdentity } from './receipts/ed25519.ts';
 import { openEmbeddedPostgres, type DatabaseServer } from './db/embeddedPostgres.ts';
 import { openLedgerDatabase, type LedgerDatabase } from './db/ledgerDatabase.ts';
@@ -70,7 +71,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const recovery =
     config.recoveryIntervalSeconds === 0
       ? null
-      : startRecoveryTimer(dependencies, {
+      : startRecoveryTimer({ ...dependencies, privateJobFlows: privateJobEnvironment(dependencies) }, {
           intervalMs: config.recoveryIntervalSeconds * 1_000,
           windows: defaultRecoveryWindows,
           now: () => new Date(),

@@ -5,7 +5,10 @@ import { executeAccountCommand, type CustomerAccountContext } from '../commands/
 import { executeJobCommand, type JobContext } from '../commands/job.ts';
 import { DomainError } from '../errors.ts';
 import type { EventStore } from '../eventStore/port.ts';
+import type { PrivateJobEnvironment } from '../privateJobs/environment.ts';
+import { giveUpPrivateJob } from '../privateJobs/settle.ts';
 import {
+  recoveryStates,
   reservationRecoveryStreamName,
   type RecoveryState,
   type StaleReservationsRecovered,
@@ -21,10 +24,13 @@ export interface RecoveryDependencies {
   store: EventStore;
   accounts: CustomerAccountContext;
   jobs: JobContext;
+  /** The private job flows, which end a private job whose reservation recovery releases. */
+  privateJobFlows: PrivateJobEnvironment;
 }
 
 export interface StaleReservation {
   job_id: string;
+  kind: 'hosted' | 'private';
   customer_id: string;
   state: RecoveryState;
   age_seconds: number;
@@ -44,25 +50,50 @@ export interface RecoveryReport {
 }
 
 /**
- * Jobs whose reservation is still open, with the state the reservation is waiting in: a job not
- * yet on a node is queued; on a node, claimed; finished without a settlement, awaiting a receipt.
- * Ages are counted from the job's creation.
+ * Jobs whose reservation is still open, with the state the reservation waits in. A private job
+ * says its state itself (queued, claimed, awaiting-receipt) and is aged from entering it. A hosted
+ * chat job is queued until it reaches a node, claimed on a node, awaiting a receipt once finished
+ * without a settlement, and is aged from its creation: it lives within one request.
  */
 export async function findStaleReservations(db: Kysely<ProjectionTables>, windows: RecoveryWindows, now: Date): Promise<StaleReservation[]> {
-  const rows = await db
-    .selectFrom('jobs')
-    .select(['job_id', 'customer_id', 'status', 'node_id', 'reserved_price_wei', 'created_at'])
-    .where('billing_status', '=', 'reserved')
-    .where('created_at', '<', new Date(now.getTime() - Math.min(...Object.values(windows)) * 1_000))
-    .orderBy('created_at')
-    .limit(10_000)
-    .execute();
-  return rows.flatMap((row) => {
+  const oldest = new Date(now.getTime() - Math.min(...Object.values(windows)) * 1_000);
+  const [hosted, privateJobs] = await Promise.all([
+    db
+      .selectFrom('jobs')
+      .select(['job_id', 'customer_id', 'status', 'node_id', 'reserved_price_wei', 'created_at'])
+      .where('billing_status', '=', 'reserved')
+      .where('created_at', '<', oldest)
+      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('private_jobs as p').select('p.job_id').whereRef('p.job_id', '=', 'jobs.job_id'))))
+      .orderBy('created_at')
+      .limit(10_000)
+      .execute(),
+    db
+      .selectFrom('private_jobs')
+      .select(['job_id', 'customer_id', 'status', 'reserved_price_wei', 'created_at', 'claimed_at', 'updated_at'])
+      .where('billing_status', '=', 'reserved')
+      .where('status', 'in', recoveryStates)
+      .where('updated_at', '<', oldest)
+      .orderBy('updated_at')
+      .limit(10_000)
+      .execute(),
+  ]);
+  const age = (since: Date) => Math.floor((now.getTime() - since.getTime()) / 1_000);
+  const stale: StaleReservation[] = [];
+  for (const row of hosted) {
     const state = reservationState(row.status, row.node_id);
-    const ageSeconds = Math.floor((now.getTime() - row.created_at.getTime()) / 1_000);
-    if (ageSeconds < windows[state]) return [];
-    return [{ job_id: row.job_id, customer_id: row.customer_id, state, age_seconds: ageSeconds, reserved_wei: row.reserved_price_wei }];
-  });
+    const ageSeconds = age(row.created_at);
+    if (ageSeconds >= windows[state]) {
+      stale.push({ job_id: row.job_id, kind: 'hosted', customer_id: row.customer_id, state, age_seconds: ageSeconds, reserved_wei: row.reserved_price_wei });
+    }
+  }
+  for (const row of privateJobs) {
+    const state = row.status as RecoveryState;
+    const ageSeconds = age(state === 'queued' ? row.created_at : state === 'claimed' ? (row.claimed_at ?? row.updated_at) : row.updated_at);
+    if (ageSeconds >= windows[state]) {
+      stale.push({ job_id: row.job_id, kind: 'private', customer_id: row.customer_id, state, age_seconds: ageSeconds, reserved_wei: row.reserved_price_wei });
+    }
+  }
+  return stale;
 }
 
 function reservationState(status: string, nodeId: string | null): RecoveryState {
@@ -93,22 +124,18 @@ export async function recoverStaleReservations(
   const released: StaleReservationsRecovered['released'] = [];
   for (const reservation of stale) {
     const { job_id: jobId, customer_id: customerId } = reservation;
-    try {
-      const outcome = await executeAccountCommand(dependencies.accounts, { type: 'Release', customerId, jobId, reason: 'stale_reservation_recovered' });
-      if (outcome.replayed) {
-        report.already_resolved.push(jobId);
-        continue;
-      }
-    } catch (error) {
-      if (error instanceof DomainError && (error.code === 'reservation_already_resolved' || error.code === 'reservation_not_open')) {
-        report.already_resolved.push(jobId);
-        continue;
-      }
-      throw error;
+    const release = () => releaseReservation(dependencies.accounts, customerId, jobId);
+    // A private job is given up through its own flow, which also ends it; a hosted one is failed here.
+    const done =
+      reservation.kind === 'private'
+        ? await giveUpPrivateJob(dependencies.privateJobFlows, jobId, release)
+        : (await release()) && (await failJob(dependencies.jobs, jobId), true);
+    if (!done) {
+      report.already_resolved.push(jobId);
+      continue;
     }
     report.released.push(jobId);
     released.push({ job_id: jobId, customer_id: customerId, state: reservation.state, amount_wei: reservation.reserved_wei });
-    await failJob(dependencies.jobs, jobId);
   }
   if (released.length > 0) {
     const recoveryId = `rec_${randomUUID()}`;
@@ -124,6 +151,17 @@ export async function recoverStaleReservations(
     });
   }
   return report;
+}
+
+/** Releases the reservation; false when it was already resolved (by the gateway, or an earlier run). */
+async function releaseReservation(accounts: CustomerAccountContext, customerId: string, jobId: string): Promise<boolean> {
+  try {
+    const outcome = await executeAccountCommand(accounts, { type: 'Release', customerId, jobId, reason: 'stale_reservation_recovered' });
+    return !outcome.replayed;
+  } catch (error) {
+    if (error instanceof DomainError && (error.code === 'reservation_already_resolved' || error.code === 'reservation_not_open')) return false;
+    throw error;
+  }
 }
 
 /** A hosted job still marked running is finished as failed; one that finished meanwhile is left alone. */

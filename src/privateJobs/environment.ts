@@ -1,3 +1,4 @@
+import type { PauseDirectory } from '../operator/pauses.ts';
 import type { Kysely } from 'kysely';
 import type pg from 'pg';
 import type { ProjectionTables } from '../../projections/tables.ts';
@@ -70,6 +71,8 @@ export interface PrivateJobEnvironment {
   accounts: CustomerAccountContext;
   jobs: JobContext;
   modelPrices: ModelPriceContext;
+  /** Operator pauses: a paused customer, node or model takes no new private job. */
+  pauses: PauseDirectory;
   /** The ledger's key: it countersigns every receipt it accepts. */
   ledgerIdentity: NodeIdentity;
   nodeShareBps: number;

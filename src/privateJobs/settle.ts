@@ -115,3 +115,26 @@ function acceptedOutcome(env: PrivateJobEnvironment, terms: QueuedTerms, result:
     failure: null,
   };
 }
+
+/**
+ * Stale-reservation recovery of a private job. The control plane gives the job up first
+ * (`reservation_released`), so a result the node posts later is refused; then the reservation is
+ * released and the job stream ends as failed. Returns false when the job had already ended, in
+ * which case nothing is done here.
+ */
+export async function giveUpPrivateJob(env: PrivateJobEnvironment, jobId: string, release: () => Promise<boolean>): Promise<boolean> {
+  const state = await readPrivateJobState(env.services.jobs, jobId);
+  if (state.status === 'absent') return false;
+  try {
+    await executePrivateJobCommand(env.services.jobs, {
+      type: 'FailPrivateJob', jobId, nodeId: null, commandId: null, reason: 'reservation_released', failedAt: env.now().toISOString(),
+    });
+  } catch (error) {
+    if (isCode(error, 'private_job_state_conflict')) return false;
+    throw error;
+  }
+  const released = await release();
+  await finishJob(env, state.terms, failureOutcome(state.terms, 'reservation_released'));
+  await announce(env, jobId);
+  return released;
+}

@@ -67,6 +67,7 @@ export async function submitPrivateJob(
 
 async function quote(env: PrivateJobEnvironment, customerId: string, jobId: string, body: PrivateJobBody, requestSha256: string): Promise<QueuedTerms> {
   const envelope = body.encrypted_request;
+  await refuseIfPaused(env, customerId, body.node_id, body.model_id);
   const transportKey = await readTransportKeyState(env.services.transportKeys, body.node_id);
   if (transportKey.status === 'absent') {
     if ((await findNodeKey(env.db, body.node_id)) === null) throw new DomainError('node_not_found', `Node ${body.node_id} is not enrolled`, 'node_id');
@@ -149,5 +150,19 @@ async function startJob(env: PrivateJobEnvironment, terms: QueuedTerms): Promise
       await executeAccountCommand(env.accounts, { type: 'Release', customerId: terms.customer_id, jobId: terms.job_id, reason: 'job_id_taken' });
     }
     throw new DomainError('idempotency_key_reused', `Job id ${terms.job_id} is already in use`, 'job_id');
+  }
+}
+
+/** An operator's incident pause stops new private jobs as it stops hosted chat, before any money moves. */
+async function refuseIfPaused(env: PrivateJobEnvironment, customerId: string, nodeId: string, modelId: string): Promise<void> {
+  const now = env.now();
+  if ((await env.pauses.find('customer', customerId, now)) !== null) {
+    throw new DomainError('customer_paused', 'Paid traffic for this account is paused by the operator; contact support');
+  }
+  if ((await env.pauses.find('node', nodeId, now)) !== null) {
+    throw new DomainError('node_paused', `Paid traffic to node ${nodeId} is paused by the operator; retry later or choose another node`, 'node_id');
+  }
+  if ((await env.pauses.find('model', modelId, now)) !== null) {
+    throw new DomainError('model_paused', `Paid traffic to ${modelId} is paused by the operator; retry later`, 'model_id');
   }
 }

@@ -7,8 +7,17 @@ export async function findJob(db: Kysely<ProjectionTables>, customerId: string, 
   );
 }
 
+/** An accepted receipt, and whether its job was a private one (for the public node class). */
 export async function findReceipt(db: Kysely<ProjectionTables>, receiptHash: string) {
-  return (await db.selectFrom('receipts').selectAll().where('receipt_hash', '=', receiptHash).executeTakeFirst()) ?? null;
+  return (
+    (await db
+      .selectFrom('receipts as r')
+      .leftJoin('private_jobs as p', 'p.job_id', 'r.job_id')
+      .selectAll('r')
+      .select('p.job_id as private_job_id')
+      .where('r.receipt_hash', '=', receiptHash)
+      .executeTakeFirst()) ?? null
+  );
 }
 
 /** The customer's ledger entries in a look-back window, newest first, and totals per kind. */
@@ -16,7 +25,9 @@ export async function usageReport(db: Kysely<ProjectionTables>, customerId: stri
   const entries = await db
     .selectFrom('ledger_entries as e')
     .leftJoin('jobs as j', 'j.job_id', 'e.job_id')
+    .leftJoin('private_jobs as p', 'p.job_id', 'e.job_id')
     .select(['e.entry_id', 'e.kind', 'e.job_id', 'e.amount_wei', 'e.balance_after_wei', 'e.reserved_after_wei', 'e.created_at', 'j.receipt_hash'])
+    .select('p.job_id as private_job_id')
     .where('e.customer_id', '=', customerId)
     .where('e.created_at', '>=', since)
     .orderBy('e.position', 'desc')

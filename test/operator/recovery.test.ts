@@ -7,6 +7,7 @@ import t from 'tap';
 import { executeAccountCommand, type CustomerAccountContext } from '../../src/commands/customerAccount.ts';
 import { executeJobCommand, type JobContext } from '../../src/commands/job.ts';
 import { AggregateCache } from '../../src/commands/aggregateCache.ts';
+import { privateJobEnvironment } from '../../src/http/routes/privateJobs.ts';
 import { defaultRecoveryWindows, startRecoveryTimer } from '../../src/operator/recovery.ts';
 import { devModel, fundedCustomerWithKey } from '../support/network.ts';
 import { startEmbeddedPostgres } from '../support/postgres.ts';
@@ -152,7 +153,7 @@ t.test('the timer releases what the windows select, without an operator', async 
   await abandonedJob('job_timer', 50n, 'queued');
   await settled();
   const timer = startRecoveryTimer(
-    { db: ledger.ledger.db, store, accounts, jobs },
+    { ...ledger.dependencies, accounts, jobs, privateJobFlows: privateJobEnvironment(ledger.dependencies) },
     { intervalMs: 50, windows: { ...defaultRecoveryWindows, queued: 60 }, now: () => new Date(Date.now() + 120_000), onError: (error) => t.fail(error.message) },
   );
   t.teardown(() => timer.stop());

@@ -92,6 +92,10 @@ t.test('seal → queue → claim → run → sealed response → open, with the 
   t.ok(verifySignedReceiptPortable(signedPart(receipt), receipt.node_public_key).ok, 'anyone can verify the receipt');
   t.equal(receipt.node_id, node.nodeId);
   t.equal(receipt.job_id, job.job_id);
+  t.equal(receipt.node_class, 'private_job', 'the public lookup says the receipt is of a private job');
+  const usageExport = (await app.inject({ method: 'GET', url: '/v1/billing/usage', headers: customer.headers })).json();
+  const debitEntry = usageExport.entries.find((entry: { kind: string; job_id: string }) => entry.kind === 'debit' && entry.job_id === job.job_id);
+  t.match(debitEntry, { private_job_id: job.job_id, receipt_hash: done.receipt_hash }, 'the usage export names the private job');
   t.same(receipt.receipt.usage, completion.usage, 'the receipt binds the usage of the answer');
   t.equal(receipt.receipt.stream, false);
   t.equal(receipt.receipt.commitments.request_sha256, createHash('sha256').update(sealed.plaintext).digest('hex'), 'it commits to the request plaintext');

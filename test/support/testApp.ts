@@ -5,7 +5,7 @@ import { createAppDependencies } from '../../src/composition.ts';
 import { generateIdentity } from '../../src/receipts/ed25519.ts';
 import { hashSecret } from '../../src/credentials/secrets.ts';
 import { openLedgerDatabase, type LedgerDatabase } from '../../src/db/ledgerDatabase.ts';
-import { buildApp, defaultSettings, type AppSettings } from '../../src/http/app.ts';
+import { buildApp, defaultSettings, type AppDependencies, type AppSettings } from '../../src/http/app.ts';
 import type { TestPostgres } from './postgres.ts';
 import { TransparencyLog } from '../../src/transparency/sequencer.ts';
 import { defaultTransparencySettings, type TransparencySettings } from '../../src/transparency/settings.ts';
@@ -14,6 +14,8 @@ export interface TestLedger {
   app: FastifyInstance;
   ledger: LedgerDatabase;
   runner: ProjectionRunner;
+  /** What the app was built from, for tests that drive a component beside the HTTP surface. */
+  dependencies: AppDependencies;
   /** Built always; following the log and publishing checkpoints only with the `transparency` option. */
   transparency: TransparencyLog;
   adminToken: string;
@@ -59,6 +61,7 @@ export async function startTestLedger(
     app,
     ledger,
     runner,
+    dependencies,
     transparency,
     adminToken: testAdminToken,
     async close() {

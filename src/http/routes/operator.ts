@@ -10,6 +10,7 @@ import { usageReport } from '../../queries/jobs.ts';
 import { readinessView } from '../../queries/nodes.ts';
 import { evaluateGates } from '../../router/gates.ts';
 import type { AppDependencies } from '../app.ts';
+import { privateJobEnvironment } from './privateJobs.ts';
 import { gatewayKeyView } from '../gatewaySchemas.ts';
 import { customerIdParam, nativeErrorResponse, weiString } from '../schemas.ts';
 import { usageQuery, usageResponse, usageView } from './receipts.ts';
@@ -57,7 +58,14 @@ const recoverView = z.object({
   as_of: z.iso.datetime(),
   windows_seconds: z.object({ queued: z.number().int(), claimed: z.number().int(), 'awaiting-receipt': z.number().int() }),
   stale: z.array(
-    z.object({ job_id: z.string(), customer_id: z.string(), state: z.enum(recoveryStates), age_seconds: z.number().int(), reserved_wei: weiString }),
+    z.object({
+      job_id: z.string(),
+      kind: z.enum(['hosted', 'private']),
+      customer_id: z.string(),
+      state: z.enum(recoveryStates),
+      age_seconds: z.number().int(),
+      reserved_wei: weiString,
+    }),
   ),
   released: z.array(z.string()),
   already_resolved: z.array(z.string()),
@@ -154,7 +162,7 @@ export function operatorRoutes(dependencies: AppDependencies): FastifyPluginAsyn
       },
       async (request) => {
         const windows = { ...defaultRecoveryWindows, ...request.body.windows_seconds };
-        const report = await recoverStaleReservations(dependencies, {
+        const report = await recoverStaleReservations({ ...dependencies, privateJobFlows: privateJobEnvironment(dependencies) }, {
           dryRun: request.body.dry_run,
           windows,
           reason: request.body.reason,

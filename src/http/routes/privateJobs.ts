@@ -48,6 +48,9 @@ export function privateJobEnvironment(dependencies: AppDependencies): PrivateJob
     get modelPrices() {
       return dependencies.modelPrices;
     },
+    get pauses() {
+      return dependencies.pauses;
+    },
     get ledgerIdentity() {
       return dependencies.ledgerIdentity;
     },

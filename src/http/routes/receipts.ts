@@ -91,7 +91,7 @@ export function receiptRoutes(dependencies: AppDependencies): FastifyPluginAsync
           receipt_hash: row.receipt_hash,
           node_id: row.node_id,
           job_id: row.job_id,
-          node_class: 'pooled_sync',
+          node_class: row.private_job_id === null ? 'pooled_sync' : 'private_job',
           model_id: row.model_id,
           signature_ed25519: row.signature_ed25519,
           node_key_id: row.node_key_id,
@@ -163,7 +163,7 @@ export function usageResponse(customerId: string, generatedAt: Date, report: Awa
     totals: report.totals.map((total) => ({ kind: total.kind, count: Number(total.count), amount_wei: total.amount_wei })),
     entries: report.entries.map((entry) => ({
       entry_id: entry.entry_id,
-      private_job_id: null,
+      private_job_id: entry.private_job_id,
       job_id: entry.job_id,
       receipt_hash: entry.kind === 'debit' ? (entry.receipt_hash ?? null) : null,
       kind: entry.kind,
