@@ -15,27 +15,36 @@ export const privateJobsProjection: Projection = {
   tables: ['private_jobs', 'node_transport_keys'],
   eventTypes: [...Object.keys(privateJobEventSchemas), ...Object.keys(transportKeyEventSchemas), 'ReservationCaptured', 'ReservationReleased'],
   async apply(transaction, events) {
+    // Money events are most of the log and rarely a private job's: they are applied together, one
+    // statement per run of them, in order with the job events around them.
+    let money: StoredEvent[] = [];
+    const flushMoney = async () => {
+      await applyMoneyEvents(transaction, money);
+      money = [];
+    };
     for (const stored of events) {
       const job = parsePrivateJobEvent(stored.type, stored.data);
+      const key = job === null ? parseTransportKeyEvent(stored.type, stored.data) : null;
+      if (job === null && key === null) {
+        money.push(stored);
+        continue;
+      }
+      await flushMoney();
       if (job !== null) {
         await applyJobEvent(transaction, stored, job);
         continue;
       }
-      const key = parseTransportKeyEvent(stored.type, stored.data);
-      if (key !== null) {
-        const data = key.data;
-        await sql`INSERT INTO node_transport_keys (node_id, key_id, public_key_x25519, registration_payload, registration_signature,
-                                                   registered_at, last_position)
-                  VALUES (${data.node_id}, ${data.key_id}, ${data.public_key_x25519}, ${data.registration_payload},
-                          ${data.registration_signature}, ${data.registered_at}::timestamptz, ${String(stored.position)}::bigint)
-                  ON CONFLICT (node_id) DO UPDATE SET key_id = excluded.key_id, public_key_x25519 = excluded.public_key_x25519,
-                    registration_payload = excluded.registration_payload, registration_signature = excluded.registration_signature,
-                    registered_at = excluded.registered_at, last_position = excluded.last_position
-                  WHERE node_transport_keys.last_position < excluded.last_position`.execute(transaction);
-        continue;
-      }
-      await applyMoneyEvent(transaction, stored);
+      const data = key!.data;
+      await sql`INSERT INTO node_transport_keys (node_id, key_id, public_key_x25519, registration_payload, registration_signature,
+                                                 registered_at, last_position)
+                VALUES (${data.node_id}, ${data.key_id}, ${data.public_key_x25519}, ${data.registration_payload},
+                        ${data.registration_signature}, ${data.registered_at}::timestamptz, ${String(stored.position)}::bigint)
+                ON CONFLICT (node_id) DO UPDATE SET key_id = excluded.key_id, public_key_x25519 = excluded.public_key_x25519,
+                  registration_payload = excluded.registration_payload, registration_signature = excluded.registration_signature,
+                  registered_at = excluded.registered_at, last_position = excluded.last_position
+                WHERE node_transport_keys.last_position < excluded.last_position`.execute(transaction);
     }
+    await flushMoney();
   },
 };
 
@@ -77,18 +86,25 @@ function jobChange(event: Exclude<PrivateJobEvent, { type: 'PrivateJobQueued' }>
   }
 }
 
-/** Captures and releases of reservations that belong to private jobs; other jobs' are skipped. */
-async function applyMoneyEvent(transaction: ProjectionTransaction, stored: StoredEvent): Promise<void> {
-  const money = accountEventOf(stored);
-  const position = String(stored.position);
-  if (money?.type === 'ReservationCaptured') {
-    const { job_id: jobId, cost_wei: costWei, node_payable_wei: payoutWei } = money.data;
-    await sql`UPDATE private_jobs SET billing_status = 'captured', debited_price_wei = ${costWei}::numeric,
-                     payout_price_wei = ${payoutWei}::numeric, last_position = ${position}::bigint
-               WHERE job_id = ${jobId} AND last_position < ${position}::bigint`.execute(transaction);
-  } else if (money?.type === 'ReservationReleased') {
-    await sql`UPDATE private_jobs SET billing_status = 'released', debited_price_wei = 0, payout_price_wei = 0,
-                     last_position = ${position}::bigint
-               WHERE job_id = ${money.data.job_id} AND last_position < ${position}::bigint`.execute(transaction);
-  }
+/**
+ * Captures and releases of reservations that belong to private jobs, in one statement: per job the
+ * last of them wins, and other jobs' are skipped by the join.
+ */
+async function applyMoneyEvents(transaction: ProjectionTransaction, events: readonly StoredEvent[]): Promise<void> {
+  const changes = events.flatMap((stored) => {
+    const money = accountEventOf(stored);
+    if (money?.type === 'ReservationCaptured') {
+      return [{ jobId: money.data.job_id, status: 'captured', debited: money.data.cost_wei, payout: money.data.node_payable_wei, position: stored.position }];
+    }
+    if (money?.type === 'ReservationReleased') return [{ jobId: money.data.job_id, status: 'released', debited: '0', payout: '0', position: stored.position }];
+    return [];
+  });
+  if (changes.length === 0) return;
+  await sql`
+    UPDATE private_jobs p SET billing_status = c.status, debited_price_wei = c.debited, payout_price_wei = c.payout, last_position = c.position
+      FROM (SELECT DISTINCT ON (job_id) * FROM unnest(${changes.map((change) => change.jobId)}::text[], ${changes.map((change) => change.status)}::text[],
+                   ${changes.map((change) => change.debited)}::numeric[], ${changes.map((change) => change.payout)}::numeric[],
+                   ${changes.map((change) => String(change.position))}::bigint[]) AS u(job_id, status, debited, payout, position)
+             ORDER BY job_id, position DESC) AS c
+     WHERE p.job_id = c.job_id AND p.last_position < c.position`.execute(transaction);
 }
