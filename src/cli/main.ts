@@ -1,6 +1,8 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/config.ts';
 import { runDevRuntimeCli } from '../devRuntime/server.ts';
+import { runAuditCli } from './audit.ts';
+import { runExportCli } from './export.ts';
 import { runHostAgentCli } from './hostAgent.ts';
 import { runPrivateCli, runPurgeCli } from './private.ts';
 import { rebuildProjections } from './rebuild.ts';
@@ -21,6 +23,10 @@ Commands:
                                         manage the agent's b3iq_local_ keys (the secret is printed once)
   dev-runtime [--port N] [--tokens N] [--first-token-delay-ms N] [--token-delay-ms N] [--model NAME] [--fault F]
                                         a scripted OpenAI-compatible runtime for tests and demos
+  export --out FILE [--data-dir DIR] [--ledger-key FILE]
+                                        write the event log as JSON Lines for an offline audit
+  audit FILE | --database URL [--ledger-key FILE] [--portable] [--json]
+                                        verify an export or a database offline (chain, receipts, log, money)
   verify-receipt [FILE|-] [--proof FILE] [--checkpoint FILE] [--ledger-key KEY] [--node-key KEY]
                                         check a receipt, its inclusion proof and checkpoint offline
   private seal|open --client-key FILE ...  seal a chat request to a node's transport key, or open a sealed answer
@@ -35,6 +41,8 @@ export async function main(argv: string[]): Promise<number> {
   // Subcommands with flags of their own parse their arguments themselves.
   if (argv[0] === 'dev-runtime') return runDevRuntimeCli(argv.slice(1));
   if (argv[0] === 'host-agent') return runHostAgentCli(argv.slice(1));
+  if (argv[0] === 'export') return runExportCli(argv.slice(1));
+  if (argv[0] === 'audit') return runAuditCli(argv.slice(1));
   if (argv[0] === 'verify-receipt') return runVerifyReceiptCli(argv.slice(1));
   if (argv[0] === 'report') return runReportCli(argv.slice(1));
   if (argv[0] === 'private') return runPrivateCli(argv.slice(1));
