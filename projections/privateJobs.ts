@@ -46,6 +46,75 @@ export const privateJobsProjection: Projection = {
     }
     await flushMoney();
   },
+  async replay(transaction, log, through) {
+    // Each queued job with the last of each kind of change apply() makes after the queueing: its
+    // status from the last status event, each column from the last event that sets it, billing from
+    // the last capture or release; then each node's last transport key.
+    const upTo = String(through);
+    await sql`
+      WITH queued AS (
+        SELECT DISTINCT ON (data->>'job_id') data->>'job_id' AS job_id, data, position, recorded_at
+          FROM ${sql.table(log)} WHERE type = 'PrivateJobQueued' AND position <= ${upTo}::bigint
+         ORDER BY data->>'job_id', position),
+      changes AS (
+        SELECT q.job_id, e.type, e.data, e.position, e.recorded_at
+          FROM ${sql.table(log)} e JOIN queued q ON q.job_id = e.data->>'job_id' AND e.position > q.position
+         WHERE e.type IN ('PrivateJobClaimed', 'PrivateJobResultSubmitted', 'PrivateJobCompleted', 'PrivateJobFailed', 'PrivateJobExpired',
+                          'PrivateJobEnvelopesPurged', 'ReservationCaptured', 'ReservationReleased')
+           AND e.position <= ${upTo}::bigint),
+      last_of AS (
+        SELECT DISTINCT ON (job_id, kind) job_id, kind, type, data, recorded_at FROM (
+          SELECT job_id, type, data, position, recorded_at,
+                 CASE WHEN type IN ('ReservationCaptured', 'ReservationReleased') THEN 'billing'
+                      WHEN type = 'PrivateJobEnvelopesPurged' THEN 'purge' ELSE 'status' END AS kind
+            FROM changes
+          UNION ALL
+          SELECT job_id, type, data, position, recorded_at, type FROM changes
+           WHERE type IN ('PrivateJobClaimed', 'PrivateJobResultSubmitted', 'PrivateJobFailed', 'PrivateJobExpired')
+          UNION ALL
+          SELECT job_id, type, data, position, recorded_at, 'ended' FROM changes
+           WHERE type IN ('PrivateJobCompleted', 'PrivateJobFailed', 'PrivateJobExpired')
+          UNION ALL
+          SELECT job_id, type, data, position, recorded_at, 'touched' FROM changes WHERE type LIKE 'PrivateJob%') AS kinds
+         ORDER BY job_id, kind, position DESC),
+      latest AS (SELECT job_id, max(position) AS position FROM changes GROUP BY job_id)
+      INSERT INTO private_jobs (job_id, customer_id, node_id, model_id, command_id, status, billing_status, quoted_price_wei,
+                                reserved_price_wei, debited_price_wei, payout_price_wei, policy_version, transport_key_id,
+                                request_envelope_sha256, response_envelope_sha256, receipt_hash, failure_reason, claim_deadline,
+                                result_deadline, created_at, claimed_at, ended_at, envelopes_purged_at, updated_at, last_position)
+      SELECT q.job_id, q.data->>'customer_id', q.data->>'node_id', q.data->>'model_id', q.data->>'command_id',
+             CASE st.type WHEN 'PrivateJobClaimed' THEN 'claimed' WHEN 'PrivateJobResultSubmitted' THEN 'awaiting-receipt'
+                          WHEN 'PrivateJobCompleted' THEN 'completed' WHEN 'PrivateJobFailed' THEN 'failed'
+                          WHEN 'PrivateJobExpired' THEN 'expired' ELSE 'queued' END,
+             CASE bi.type WHEN 'ReservationCaptured' THEN 'captured' WHEN 'ReservationReleased' THEN 'released' ELSE 'reserved' END,
+             (q.data->>'quoted_price_wei')::numeric, (q.data->>'reserved_price_wei')::numeric,
+             CASE bi.type WHEN 'ReservationCaptured' THEN (bi.data->>'cost_wei')::numeric WHEN 'ReservationReleased' THEN 0 END,
+             CASE bi.type WHEN 'ReservationCaptured' THEN (bi.data->>'node_payable_wei')::numeric WHEN 'ReservationReleased' THEN 0 END,
+             q.data->>'policy_version', q.data->>'transport_key_id', q.data->>'request_envelope_sha256',
+             rs.data->>'response_envelope_sha256', rs.data->>'receipt_hash',
+             CASE fe.type WHEN 'PrivateJobFailed' THEN fe.data->>'reason' WHEN 'PrivateJobExpired' THEN 'timed_out' END,
+             (q.data->>'claim_deadline')::timestamptz, (cl.data->>'result_deadline')::timestamptz, q.recorded_at,
+             (cl.data->>'claimed_at')::timestamptz,
+             coalesce(en.data->>'completed_at', en.data->>'failed_at', en.data->>'expired_at')::timestamptz,
+             (pu.data->>'purged_at')::timestamptz, coalesce(tu.recorded_at, q.recorded_at), coalesce(latest.position, q.position)
+        FROM queued q
+        LEFT JOIN last_of st ON st.job_id = q.job_id AND st.kind = 'status'
+        LEFT JOIN last_of bi ON bi.job_id = q.job_id AND bi.kind = 'billing'
+        LEFT JOIN last_of pu ON pu.job_id = q.job_id AND pu.kind = 'purge'
+        LEFT JOIN last_of cl ON cl.job_id = q.job_id AND cl.kind = 'PrivateJobClaimed'
+        LEFT JOIN last_of rs ON rs.job_id = q.job_id AND rs.kind = 'PrivateJobResultSubmitted'
+        LEFT JOIN last_of en ON en.job_id = q.job_id AND en.kind = 'ended'
+        LEFT JOIN last_of tu ON tu.job_id = q.job_id AND tu.kind = 'touched'
+        LEFT JOIN (SELECT DISTINCT ON (job_id) job_id, type, data FROM changes WHERE type IN ('PrivateJobFailed', 'PrivateJobExpired')
+                    ORDER BY job_id, position DESC) AS fe ON fe.job_id = q.job_id
+        LEFT JOIN latest ON latest.job_id = q.job_id`.execute(transaction);
+    await sql`
+      INSERT INTO node_transport_keys (node_id, key_id, public_key_x25519, registration_payload, registration_signature, registered_at, last_position)
+      SELECT DISTINCT ON (data->>'node_id') data->>'node_id', data->>'key_id', data->>'public_key_x25519', data->>'registration_payload',
+             data->>'registration_signature', (data->>'registered_at')::timestamptz, position
+        FROM ${sql.table(log)} WHERE type = 'NodeTransportKeyRegistered' AND position <= ${upTo}::bigint
+       ORDER BY data->>'node_id', position DESC`.execute(transaction);
+  },
 };
 
 async function applyJobEvent(transaction: ProjectionTransaction, stored: StoredEvent, event: PrivateJobEvent): Promise<void> {

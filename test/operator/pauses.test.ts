@@ -150,3 +150,25 @@ t.test('bad pause requests get a stable code and append nothing', async (t) => {
   t.equal(unauthenticated.statusCode, 401);
   t.equal(await head(), before, 'nothing appended');
 });
+
+t.test('route readiness: a serving node passes every gate; a pause, or a model it lacks, names the blocker', async (t) => {
+  const readiness = async (nodeId: string, model: string) => {
+    const response = await ledger.app.inject({ method: 'GET', url: `/v1/public/nodes/${nodeId}/route-readiness?model=${model}` });
+    t.equal(response.statusCode, 200, response.body);
+    return response.json<{ route_ready: boolean; blocker: string | null; next_action: string | null; gates: Array<{ gate: string; passed: boolean }> }>();
+  };
+  const ready = await readiness(fast.nodeId, devModel);
+  t.equal(ready.route_ready, true);
+  t.same(ready.gates.map((gate) => [gate.gate, gate.passed]), [
+    ['heartbeat', true], ['route', true], ['runtime', true], ['route_tier', true], ['policy', true], ['benchmark', true], ['queue_health', true], ['operator_pause', true],
+  ]);
+  await control('pause', { target_kind: 'node', target_id: fast.nodeId, reason: 'firmware update' });
+  const paused = await readiness(fast.nodeId, devModel);
+  t.match(paused, { route_ready: false, blocker: 'operator_pause' });
+  t.ok(paused.next_action);
+  await control('resume', { target_kind: 'node', target_id: fast.nodeId, reason: 'updated' });
+  const missing = await readiness(fast.nodeId, 'not-installed-model');
+  t.match(missing, { route_ready: false, blocker: 'runtime' });
+  const raw = JSON.stringify(await readiness(fast.nodeId, devModel));
+  t.notMatch(raw, /127\.0\.0\.1|http:/, 'no endpoint or local URL in the public answer');
+});

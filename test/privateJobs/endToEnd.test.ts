@@ -1,3 +1,5 @@
+import { Writable } from 'node:stream';
+import { exportLedger } from '../../src/audit/exportLedger.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { verifyStoredChain } from '../../src/eventStore/postgres/verifyChain.ts';
@@ -202,9 +204,15 @@ t.test('no canary prompt or answer is in any table or log line; only ciphertext 
   t.ok(tables.includes('b3iq-private-transport-v1') && tables.includes('PrivateJobQueued'), 'the search reads the real rows (envelopes, events)');
   t.ok(logs.text.includes('private job result accepted'), 'the logs of the ledger and the node were captured');
   t.ok(canaries.length >= 3 && secretOutputs.length >= 2);
+  const chunks: Buffer[] = [];
+  const sink = new Writable({ write: (chunk: Buffer, _encoding, done) => void (chunks.push(chunk), done()) });
+  const exported = await exportLedger(ledger.ledger.pool, sink, { ledgerPublicKey: ledgerIdentity.publicKeyBase64url, now: new Date() });
+  const exportText = Buffer.concat(chunks).toString('utf8');
+  t.ok(exported.events > 0 && exportText.includes('PrivateJobQueued'), 'the export holds the private jobs’ events');
   for (const secret of [...canaries, ...secretOutputs]) {
     t.notOk(tables.includes(secret), `${secret.slice(0, 16)}… is in no table`);
     t.notOk(logs.text.includes(secret), `${secret.slice(0, 16)}… is in no log line`);
+    t.notOk(exportText.includes(secret), `${secret.slice(0, 16)}… is in no export line`);
   }
 });
 
