@@ -13,9 +13,10 @@ import { transparencyProjection } from './transparency.ts';
 
 /** Every read model the service maintains, in the order they are applied within a batch. */
 export const allProjections: readonly Projection[] = [
+  // The largest first: a rebuild replays two at a time in this order.
+  ledgerEntriesProjection,
   customerBalancesProjection,
   ledgerAccountsProjection,
-  ledgerEntriesProjection,
   gatewayKeysProjection,
   nodesProjection,
   jobsProjection,

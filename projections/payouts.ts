@@ -65,6 +65,8 @@ export const payoutsProjection: Projection = {
     await flush();
   },
   replay: replayPayouts,
+  // It marks the receipts the jobs replay inserts with their batch.
+  replayAfter: ['jobs'],
 };
 
 function accrualOf(stored: StoredEvent): Accrual | null {

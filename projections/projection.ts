@@ -23,4 +23,6 @@ export interface Projection {
    * database; it must leave exactly the rows apply() leaves, which the rebuild tests compare.
    */
   replay?(transaction: ProjectionTransaction, log: string, through: bigint): Promise<void>;
+  /** Projections whose replay must have finished before this one's starts (it reads or updates their tables). */
+  replayAfter?: readonly string[];
 }

@@ -131,25 +131,57 @@ export class ProjectionRunner {
    */
   async rebuild(onProgress?: ProgressListener): Promise<bigint> {
     const head = await this.store.headPosition();
-    const setBased = await this.logTableInDatabase();
-    const replayed = setBased === null ? [] : this.projections.filter((projection) => projection.replay !== undefined);
-    await this.db.transaction().execute(async (transaction) => {
-      await lockCheckpoints(transaction, this.projections);
-      const tables = this.projections.flatMap((projection) => projection.tables);
-      await sql`TRUNCATE ${sql.join(tables.map((table) => sql.table(table)))}`.execute(transaction);
-      await sql`UPDATE projection_checkpoints SET position = 0
-                 WHERE name = ANY(${this.projections.map((projection) => projection.name)}::text[])`.execute(transaction);
-      if (setBased === null || replayed.length === 0) return;
-      // Sorting and hashing a million rows needs more than the default 4 MB to stay off disk.
-      await sql`SET LOCAL work_mem = '256MB'`.execute(transaction);
-      for (const projection of replayed) await projection.replay!(transaction, setBased, head);
-      await sql`UPDATE projection_checkpoints SET position = ${String(head)}::bigint
-                 WHERE name = ANY(${replayed.map((projection) => projection.name)}::text[])`.execute(transaction);
-    });
+    const log = await this.logTableInDatabase();
+    const setWise = log === null ? [] : this.projections.filter((projection) => projection.replay !== undefined);
+    const byType = this.projections.filter((projection) => !setWise.includes(projection));
+    await this.db.transaction().execute((transaction) => resetProjections(transaction, byType));
     this.appliedPosition = 0n;
     onProgress?.(0n, head);
-    await this.replayByType(this.projections.filter((projection) => !replayed.includes(projection)), head, onProgress);
+    if (log !== null) await this.replaySetWise(setWise, log, head);
+    await this.replayByType(byType, head, onProgress);
     return this.catchUp(onProgress);
+  }
+
+  /**
+   * Each set-wise projection empties its tables, replays and sets its checkpoint in a transaction
+   * of its own, so a projection's rows and checkpoint always agree. Two run at once, on two
+   * connections: the database works on both while each projection's tables are locked only for
+   * its own replay. A projection starts once those it replays after have finished.
+   */
+  private async replaySetWise(projections: readonly Projection[], log: string, head: bigint): Promise<void> {
+    const pending = [...projections];
+    const replayed = new Set(projections.map((projection) => projection.name));
+    const finished = new Set<string>();
+    // A dependency outside this rebuild's set-wise projections is already in place.
+    const ready = (projection: Projection) => (projection.replayAfter ?? []).every((name) => finished.has(name) || !replayed.has(name));
+    let failure: { error: unknown } | null = null;
+    const lane = async (): Promise<void> => {
+      while (pending.length > 0 && failure === null) {
+        const index = pending.findIndex(ready);
+        if (index === -1) {
+          // Everything left waits for a replay the other lane is running.
+          await new Promise((resolve) => setTimeout(resolve, 10));
+          continue;
+        }
+        const [projection] = pending.splice(index, 1);
+        try {
+          await this.db.transaction().execute(async (transaction) => {
+            await resetProjections(transaction, [projection!]);
+            // Sorting and hashing a million rows needs more than the default 4 MB to stay off disk.
+            await sql`SET LOCAL work_mem = '256MB'`.execute(transaction);
+            await projection!.replay!(transaction, log, head);
+            await sql`UPDATE projection_checkpoints SET position = ${String(head)}::bigint WHERE name = ${projection!.name}`.execute(transaction);
+          });
+        } catch (error) {
+          // The other lane stops after its current replay; the failed projection stays as it was.
+          failure ??= { error };
+          return;
+        }
+        finished.add(projection!.name);
+      }
+    };
+    await Promise.all([lane(), lane()]);
+    if (failure !== null) throw (failure as { error: unknown }).error;
   }
 
   /** Brings `projections` from position 0 to `head`, reading only the event types they project. */
@@ -217,6 +249,16 @@ export class ProjectionRunner {
     this.waiters = this.waiters.filter((waiter) => waiter.position > this.appliedPosition);
     for (const waiter of reached) waiter.resolve(true);
   }
+}
+
+/** Locks the projections' checkpoints, empties their tables and puts their checkpoints back to 0. */
+async function resetProjections(transaction: ProjectionTransaction, projections: readonly Projection[]): Promise<void> {
+  if (projections.length === 0) return;
+  await lockCheckpoints(transaction, projections);
+  const tables = projections.flatMap((projection) => projection.tables);
+  await sql`TRUNCATE ${sql.join(tables.map((table) => sql.table(table)))}`.execute(transaction);
+  await sql`UPDATE projection_checkpoints SET position = 0
+             WHERE name = ANY(${projections.map((projection) => projection.name)}::text[])`.execute(transaction);
 }
 
 async function lockCheckpoints(transaction: ProjectionTransaction, projections: readonly Projection[]): Promise<Map<string, bigint>> {

@@ -193,6 +193,28 @@ t.test('given caught-up projections, when rebuilt event by event (no set-based r
   t.notOk(applied.has('gateway_keys') || applied.has('nodes'), 'gateway keys and nodes saw none');
 });
 
+t.test('given a set-wise replay that fails, the rebuild reports it and that projection keeps its rows and checkpoint', async (t) => {
+  const { ledger } = await givenProjectedHistory(t);
+  const before = { balances: await balances(ledger), checkpoints: await checkpoints(ledger) };
+  const failing = allProjections.map((projection): Projection =>
+    projection.name === 'customer_balances'
+      ? {
+          ...projection,
+          async replay(transaction, log, through) {
+            await projection.replay!(transaction, log, through);
+            throw new Error('disk full');
+          },
+        }
+      : projection,
+  );
+  await t.rejects(new ProjectionRunner(ledger.store, ledger.db, failing).rebuild(), /disk full/);
+  t.same(await balances(ledger), before.balances, 'the failed replay rolled back, truncation included');
+  const after = new Map(await checkpoints(ledger));
+  t.equal(after.get('customer_balances'), 16n, 'its checkpoint is where it was');
+  await new ProjectionRunner(ledger.store, ledger.db, allProjections).rebuild();
+  t.same(await balances(ledger), before.balances, 'a later rebuild succeeds');
+});
+
 /** The projections, each counting the events its apply() received. */
 function countingApplies(projections: readonly Projection[]): { projections: Projection[]; applied: Map<string, number> } {
   const applied = new Map<string, number>();
