@@ -209,8 +209,8 @@ t.test('given a set-wise replay that fails, the rebuild reports it and that proj
   );
   await t.rejects(new ProjectionRunner(ledger.store, ledger.db, failing).rebuild(), /disk full/);
   t.same(await balances(ledger), before.balances, 'the failed replay rolled back, truncation included');
-  const after = new Map(await checkpoints(ledger));
-  t.equal(after.get('customer_balances'), 16n, 'its checkpoint is where it was');
+  const kept = await ledger.db.selectFrom('projection_checkpoints').select('position').where('name', '=', 'customer_balances').executeTakeFirstOrThrow();
+  t.equal(kept.position, 16n, 'its checkpoint is where it was');
   await new ProjectionRunner(ledger.store, ledger.db, allProjections).rebuild();
   t.same(await balances(ledger), before.balances, 'a later rebuild succeeds');
 });
