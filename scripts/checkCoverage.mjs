@@ -4,7 +4,7 @@
 // varies a little between runs), so each minimum sits a few points under the lowest seen.
 import { readFileSync } from 'node:fs';
 
-const thresholds = { lines: 80, statements: 80, functions: 72, branches: 70 };
+const thresholds = { lines: 78, statements: 78, functions: 70, branches: 70 };
 const summary = JSON.parse(readFileSync('.tap/report/coverage-summary.json', 'utf8')).total;
 const failures = Object.entries(thresholds).filter(([metric, minimum]) => summary[metric].pct < minimum);
 for (const [metric, minimum] of Object.entries(thresholds)) {
