@@ -85,6 +85,8 @@ export class ReceiptAudit implements MoneyListener {
         return this.receiptAccepted(context);
       case 'PayoutAccrued':
         return this.payoutAccrued(context);
+      case 'NodeReceiptRecorded':
+        return this.nodeReceiptRecorded(context);
       case 'ReceiptRejected':
       case 'JobFailed':
         return this.jobEndedWithoutReceipt(context);
@@ -214,6 +216,27 @@ export class ReceiptAudit implements MoneyListener {
     }
     this.receipts += 1;
     this.listener.accepted({ position: context.position, receiptHash, jobId, leafHash: this.crypto.leafHash(bytes) });
+  }
+
+  /**
+   * Evidence a node submitted itself (never billed): its exact bytes hash to the stated hash, name
+   * the node, and carry the node's signature under the key it enrolled with.
+   */
+  private nodeReceiptRecorded(context: EventContext): void {
+    const nodeId = readText(context, 'node_id');
+    const receiptHash = readHash(context, 'receipt_hash');
+    const text = readText(context, 'receipt_canonical');
+    const signature = readPattern(context, 'signature_ed25519', signaturePattern, 'base64url of a 64-byte signature');
+    if (nodeId === undefined || receiptHash === undefined || text === undefined || signature === undefined) return;
+    if (context.streamName !== `node-receipts-${nodeId}`) context.fail('event.stream', `node-receipts-${nodeId}`, context.streamName);
+    const bytes = utf8Encoder.encode(text);
+    const hash = this.crypto.sha256Hex(bytes);
+    if (hash !== receiptHash) context.fail('node_receipt.hash', hash, receiptHash);
+    const node = this.nodes.get(nodeId);
+    if (node === undefined) return context.fail('node_receipt.node_key', `an enrolled node ${nodeId}`, 'no NodeEnrolled');
+    const receipt = parseReceipt(context, text);
+    if (receipt !== null && receipt['node_id'] !== nodeId) context.fail('node_receipt.terms', `node_id ${nodeId}`, show(receipt['node_id']));
+    this.signatures.submit({ position: context.position, check: 'node_receipt.signature', publicKey: node.publicKey, message: bytes, signature, detail: `node receipt ${receiptHash}` });
   }
 
   /** The hash of the exact bytes, the node's enrolled key, and (queued) the node's signature over them. */

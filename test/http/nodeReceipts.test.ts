@@ -4,11 +4,15 @@
  * after checking it against the node's enrolled key. Routed receipts the gateway accepted are
  * answered as held; tampered or misattributed ones are refused and nothing is appended.
  */
-import { readFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import OpenAI from 'openai';
 import t from 'tap';
+import { canonicalJson } from '../../src/canonicalJson.ts';
 import type { SignedReceipt } from '../../src/receipts/receipt.ts';
+import { auditPath, exportTo, firstOfType, readExport, writeRechained } from '../audit/fixture.ts';
 import { createKeyWithCli } from '../hostAgent/fixtures/cliIo.ts';
 import { devModel, fundedCustomerWithKey, startTestNode } from '../support/network.ts';
 import { startEmbeddedPostgres } from '../support/postgres.ts';
@@ -111,4 +115,28 @@ t.test('tampered, misattributed or unknown submissions are refused with a stable
     t.equal(response.json<{ error: { code: string } }>().error.code, code, name);
   }
   t.equal(await ledger.ledger.store.headPosition(), before, 'nothing appended');
+});
+
+t.test('the offline audit checks recorded node receipts: clean passes, a forged one fails its signature', async (t) => {
+  const directory = await mkdtemp(join(tmpdir(), 'b3iq-node-receipts-'));
+  t.teardown(() => rm(directory, { recursive: true, force: true }));
+  const path = join(directory, 'ledger.jsonl');
+  await exportTo(ledger.ledger.pool.options.connectionString ?? '', path);
+  const clean = await auditPath(path);
+  t.same(clean.findings, [], 'the export with a recorded node receipt audits clean');
+
+  const lines = await readExport(path);
+  const recorded = firstOfType(lines, 'NodeReceiptRecorded');
+  const receipt = JSON.parse(recorded.event.data['receipt_canonical'] as string) as { usage: { completion_tokens: number; total_tokens: number } };
+  receipt.usage.completion_tokens += 100;
+  receipt.usage.total_tokens += 100;
+  const text = canonicalJson(receipt);
+  recorded.event.data['receipt_canonical'] = text;
+  recorded.event.data['receipt_hash'] = createHash('sha256').update(text).digest('hex');
+  const forged = join(directory, 'forged.jsonl');
+  await writeRechained(forged, lines);
+  const report = await auditPath(forged);
+  const position = Number(recorded.event.position);
+  t.equal(report.ok, false);
+  t.match(report.findings[0], { position, check: 'node_receipt.signature' }, 'the node signature does not cover the inflated usage');
 });
