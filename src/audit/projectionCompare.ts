@@ -5,11 +5,12 @@ import type { StateSnapshot } from './summary.ts';
 /**
  * The read models an auditor relies on, against the state the audit recomputed from the log at
  * each projection's checkpoint: customer balances, every ledger account, the receipts table per
- * node (count, debited, payout) and the jobs table per billing status. Every difference becomes a
+ * node (count, debited, payout), the jobs table per billing status, and the payout rows per node and
+ * the treasury's capture totals (customer debits, node payouts, protocol fees). Every difference becomes a
  * `projection.<table>` finding, listed rather than summed up.
  */
 
-export const comparedProjections = ['customer_balances', 'ledger_accounts', 'jobs'] as const;
+export const comparedProjections = ['customer_balances', 'ledger_accounts', 'jobs', 'payouts'] as const;
 type ComparedProjection = (typeof comparedProjections)[number];
 
 export interface ProjectionCheckpoint {
@@ -42,6 +43,7 @@ export async function compareProjections(client: pg.PoolClient, checkpoints: rea
     if (checkpoint.name === 'customer_balances') await compareBalances(client, snapshot, differ);
     if (checkpoint.name === 'ledger_accounts') await compareAccounts(client, snapshot, differ);
     if (checkpoint.name === 'jobs') await compareJobs(client, snapshot, differ);
+    if (checkpoint.name === 'payouts') await comparePayouts(client, snapshot, differ);
   }
 }
 
@@ -111,4 +113,27 @@ async function compareJobs(client: pg.PoolClient, snapshot: StateSnapshot, diffe
     if (expected !== found) differ('receipts', `node ${nodeId}: ${expected}`, found);
   }
   for (const [nodeId, row] of byNode) differ('receipts', `no receipts of node ${nodeId}`, `${row.count} receipts`);
+}
+
+/** Payout rows accrued per node, and the treasury's capture totals, against the log's. */
+async function comparePayouts(client: pg.PoolClient, snapshot: StateSnapshot, differ: Differ): Promise<void> {
+  const rows = await client.query<{ node_id: string; accrued: string }>(
+    'SELECT node_id, coalesce(sum(amount_wei), 0)::text AS accrued FROM payout_rows GROUP BY node_id',
+  );
+  const byNode = new Map(rows.rows.map((row) => [row.node_id, BigInt(row.accrued)]));
+  for (const [nodeId, totals] of snapshot.nodes) {
+    const found = byNode.get(nodeId) ?? 0n;
+    byNode.delete(nodeId);
+    if (found !== totals.accruedWei) differ('payout_rows', `node ${nodeId}: ${totals.accruedWei} wei accrued`, `${found} wei`);
+  }
+  for (const [nodeId, accrued] of byNode) differ('payout_rows', `no payout rows of node ${nodeId}`, `${accrued} wei`);
+  const treasury = await client.query<{ debits: string; payouts: string; fees: string }>(
+    `SELECT coalesce(sum(customer_debit_wei), 0)::text AS debits, coalesce(sum(node_payout_wei), 0)::text AS payouts,
+            coalesce(sum(protocol_fee_wei), 0)::text AS fees FROM treasury_captures`,
+  );
+  const found = treasury.rows[0] ?? { debits: '0', payouts: '0', fees: '0' };
+  const captured = snapshot.jobTotals.captured;
+  const expected = `debits ${captured.debitedWei}, node payouts ${captured.payoutWei}, protocol fees ${captured.debitedWei - captured.payoutWei}`;
+  const actual = `debits ${found.debits}, node payouts ${found.payouts}, protocol fees ${found.fees}`;
+  if (expected !== actual) differ('treasury_captures', expected, actual);
 }

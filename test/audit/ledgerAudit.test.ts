@@ -127,6 +127,14 @@ t.test('a projection row that disagrees with the log is listed', async (t) => {
   t.equal(report.findings[0]?.where, 'projection');
 });
 
+t.test('payout rows and treasury totals that disagree with the log are listed', async (t) => {
+  const report = await auditCopy(async (client) => {
+    await client.query('UPDATE payout_rows SET amount_wei = amount_wei + 5 WHERE payout_id = (SELECT min(payout_id) FROM payout_rows)');
+    await client.query('UPDATE treasury_captures SET protocol_fee_wei = protocol_fee_wei + 1 WHERE job_id = (SELECT min(job_id) FROM treasury_captures)');
+  });
+  t.same(report.findings.map((finding) => finding.check).sort(), ['projection.payout_rows', 'projection.treasury_captures']);
+});
+
 t.test('a receipt whose usage was changed fails its signature even when the forger rewrites the whole chain', async (t) => {
   const lines = await readExport(fixture.exportPath);
   const accepted = firstOfType(lines, 'ReceiptAccepted', 3);
