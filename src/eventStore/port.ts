@@ -49,6 +49,10 @@ export interface AppendResult {
 export interface ReadAllOptions {
   /** Exclusive: events after this position. */
   fromPosition: bigint;
+  /**
+   * At most this many events (1 to 10,000; default 1,000). A page holds fewer only when the log
+   * has no more matching events: readers take a short page to mean they reached the end.
+   */
   limit?: number;
   /** Only events of these types (still in global order); all types when absent. */
   types?: readonly string[];
