@@ -14,27 +14,12 @@ import { canonicalJson } from '../../src/canonicalJson.ts';
 import type { SignedReceipt } from '../../src/receipts/receipt.ts';
 import { auditPath, exportTo, firstOfType, readExport, writeRechained } from '../audit/fixture.ts';
 import { createKeyWithCli } from '../hostAgent/fixtures/cliIo.ts';
-import { devModel, fundedCustomerWithKey, startTestNode } from '../support/network.ts';
-import { startEmbeddedPostgres } from '../support/postgres.ts';
-import { startTestLedger } from '../support/testApp.ts';
+import { devModel } from '../support/network.ts';
+import { startPaidNetwork } from '../support/paidNetwork.ts';
 
-const server = await startEmbeddedPostgres();
-t.teardown(() => server.stop());
-const ledger = await startTestLedger(server);
-t.teardown(() => ledger.close());
-const controlPlaneUrl = await ledger.app.listen({ host: '127.0.0.1', port: 0 });
-const admin = { 'x-b3iq-admin-token': ledger.adminToken };
-const priced = await ledger.app.inject({
-  method: 'PUT',
-  url: `/v1/admin/models/${devModel}/price`,
-  headers: admin,
-  payload: { prompt_price_per_million_wei: '2000000000', completion_price_per_million_wei: '6000000000', policy_version: 'launch-1' },
-});
-if (priced.statusCode !== 200) throw new Error(priced.body);
-const node = await startTestNode(ledger, controlPlaneUrl, { tokensPerSecond: 300 });
-t.teardown(() => node.close());
-const other = await startTestNode(ledger, controlPlaneUrl, { tokensPerSecond: 100 });
-t.teardown(() => other.close());
+const network = await startPaidNetwork();
+const { ledger, fast: node, slow: other, customer } = network;
+const controlPlaneUrl = `http://127.0.0.1:${(ledger.app.server.address() as { port: number }).port}`;
 
 const setupToken = (await readFile(node.agent.setupTokenPath, 'utf8')).trim();
 const { secret: localKey } = await createKeyWithCli(dirname(node.agent.setupTokenPath), 'chat');
@@ -80,7 +65,6 @@ t.test('given a local receipt, when the owner submits it through the agent, then
 });
 
 t.test('given a routed receipt the gateway accepted, when the node submits it, then it is answered as held', async (t) => {
-  const customer = await fundedCustomerWithKey(ledger, { depositWei: '100000000000000' });
   const gateway = new OpenAI({ apiKey: customer.apiKey, baseURL: `${controlPlaneUrl}/v1`, maxRetries: 0 });
   const completion = (await gateway.chat.completions.create({ model: devModel, messages: [{ role: 'user', content: 'paid' }], max_tokens: 8 })) as unknown as {
     b3iq: { receipt_hash: string };
