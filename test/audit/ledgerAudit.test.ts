@@ -12,6 +12,7 @@ import { generateIdentity } from '../../src/receipts/ed25519.ts';
 import { checkpointSignerFromIdentity, parseCheckpoint, signCheckpoint } from '../../src/transparency/checkpoint.ts';
 import { ledgerIdentity } from '../support/testApp.ts';
 import { auditPath, buildAuditFixture, canary, copyDatabase, firstOfType, readExport, writeRechained } from './fixture.ts';
+import { childEnv } from '../support/childEnv.ts';
 
 /**
  * The offline audit over a real ledger (paid chats through gateway, router and host agents, the
@@ -218,7 +219,7 @@ t.test('the b3iq command exports and audits a file and a database, and exits 1 n
   const b3iq = new URL('../../bin/b3iq.js', import.meta.url).pathname;
   const run = (args: string[], env: Record<string, string> = {}) =>
     new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      execFile(process.execPath, [b3iq, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (error, stdout, stderr) => {
+      execFile(process.execPath, [b3iq, ...args], { env: childEnv(env), timeout: 60_000 }, (error, stdout, stderr) => {
         resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1, stdout, stderr });
       });
     });

@@ -5,6 +5,7 @@ import t from 'tap';
 import { runReportCli } from '../../src/cli/reconcile.ts';
 import type { ReconciliationReport } from '../../src/queries/reconcile.ts';
 import { startPaidNetwork } from '../support/paidNetwork.ts';
+import { childEnv } from '../support/childEnv.ts';
 
 /**
  * `b3iq report reconcile` over a ledger with real paid chats and a finalized batch: the JSON and CSV
@@ -71,7 +72,7 @@ t.test('the CSV report is one table: a row per node, a total, no discrepancy row
 
 t.test('the b3iq command runs the report and exits 0 on a clean ledger', async (t) => {
   const bin = join(import.meta.dirname, '../../bin/b3iq.js');
-  const child = spawn(process.execPath, [bin, 'report', 'reconcile', '--window', '7d', '--format', 'csv'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [bin, 'report', 'reconcile', '--window', '7d', '--format', 'csv'], { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   child.stdout.on('data', (chunk: Buffer) => void (stdout += chunk.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));

@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { childEnv } from '../support/childEnv.ts';
 
 /**
  * The README's promise, over real HTTP on loopback: `b3iq serve` with no configuration runs on the
@@ -19,7 +20,7 @@ interface Serving {
 }
 
 function startServe(dataDir: string): Promise<Serving> {
-  const env: NodeJS.ProcessEnv = { ...process.env, B3IQ_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'error' };
+  const env = childEnv({ B3IQ_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'error' });
   delete env['DATABASE_URL'];
   const child = spawn(process.execPath, [bin, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
@@ -94,7 +95,7 @@ t.test('serve on the embedded default, restart, and find the data again', async 
 });
 
 t.test('an unknown command exits non-zero with usage', async (t) => {
-  const child = spawn(process.execPath, [bin, 'frobnicate'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [bin, 'frobnicate'], { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));

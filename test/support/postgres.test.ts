@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import net from 'node:net';
 import pg from 'pg';
 import t from 'tap';
+import { childEnv } from './childEnv.ts';
 import {
   availablePostgresKinds,
   startPostgres,
@@ -139,14 +140,9 @@ function runScript(
 ): Promise<ChildOutcome> {
   // Without tap's runner variables, and without its process-info hooks: a child that imports tap
   // with them would act as a second coverage root and overwrite the suite's coverage data.
-  const env = Object.fromEntries(
-    Object.entries(process.env).filter(
-      ([name]) => !name.startsWith('TAP') && !name.startsWith('_TAPJS_') && name !== 'NODE_OPTIONS' && name !== 'NODE_V8_COVERAGE',
-    ),
-  );
   const child = spawn(process.execPath, ['--import=tsx', '--input-type=module', '-e', script], {
     cwd: new URL('../..', import.meta.url).pathname,
-    env,
+    env: childEnv(),
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

@@ -23,6 +23,7 @@ import { hashSecret } from '../../src/credentials/secrets.ts';
 import { buildApp, defaultSettings } from '../../src/http/app.ts';
 import { TransparencyLog } from '../../src/transparency/sequencer.ts';
 import { defaultTransparencySettings } from '../../src/transparency/settings.ts';
+import { childEnv } from '../support/childEnv.ts';
 
 const server = await startEmbeddedPostgres();
 t.teardown(() => server.stop());
@@ -230,7 +231,7 @@ t.test('b3iq verify-receipt checks a live receipt, its proof and checkpoint as a
   await writeFile(proofFile, JSON.stringify(proof));
   await writeFile(badProofFile, JSON.stringify({ ...proof, audit_path: [...proof.audit_path].reverse() }));
   const cli = (args: string[]) =>
-    promisify(execFile)(process.execPath, [new URL('../../bin/b3iq.js', import.meta.url).pathname, 'verify-receipt', ...args]).then(
+    promisify(execFile)(process.execPath, [new URL('../../bin/b3iq.js', import.meta.url).pathname, 'verify-receipt', ...args], { env: childEnv() }).then(
       (result) => ({ code: 0, stdout: result.stdout }),
       (error: { code: number; stdout: string }) => ({ code: error.code, stdout: error.stdout }),
     );
