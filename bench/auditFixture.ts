@@ -27,6 +27,7 @@ import { generateIdentity, type NodeIdentity } from '../src/receipts/ed25519.ts'
 import { signReceipt } from '../src/receipts/receipt.ts';
 import { checkpointSignerFromIdentity, signCheckpoint } from '../src/transparency/checkpoint.ts';
 import { leafHash, MerkleTree } from '../src/transparency/merkle.ts';
+import { insertChunk } from './rebuildFixture.ts';
 
 export interface AuditFixtureOptions {
   /** Accepted receipts to write; a twentieth as many jobs more fail and are released. */
@@ -252,30 +253,6 @@ class AuditLogGenerator {
   private jobEvents(jobId: string, operation: string, intent: JsonObject, events: ReadonlyArray<{ type: string; data: unknown }>): bigint[] {
     return this.writer.append(jobStreamName(jobId), operation, intent, events);
   }
-}
-
-/** One chunk as a single JSON document: JSON.stringify escapes in native code. */
-function insertChunk(pool: pg.Pool, rows: StoredEvent[]): Promise<unknown> {
-  const document = JSON.stringify(
-    rows.map((row) => ({
-      position: String(row.position),
-      event_id: row.eventId,
-      stream_name: row.streamName,
-      stream_version: String(row.streamVersion),
-      type: row.type,
-      data: row.data,
-      metadata: row.metadata,
-      recorded_at: row.recordedAt.toISOString(),
-      hash: row.hash,
-    })),
-  );
-  return pool.query(
-    `INSERT INTO b3iq_events (position, event_id, stream_name, stream_version, type, data, metadata, recorded_at, hash)
-     SELECT * FROM json_to_recordset($1::json)
-       AS r(position bigint, event_id text, stream_name text, stream_version bigint, type text,
-            data jsonb, metadata jsonb, recorded_at timestamptz, hash text)`,
-    [document],
-  );
 }
 
 /** Writes the whole log into an empty b3iq_events; the next chunk is generated while one is inserted. */

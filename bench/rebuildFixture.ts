@@ -163,7 +163,7 @@ class LogGenerator {
  * One chunk as a single JSON document: JSON.stringify escapes in native code, where pg's array
  * parameters would escape every element in JavaScript.
  */
-function insertChunk(pool: pg.Pool, rows: StoredEvent[]): Promise<unknown> {
+export function insertChunk(pool: pg.Pool, rows: StoredEvent[]): Promise<unknown> {
   const document = JSON.stringify(
     rows.map((row) => ({
       position: String(row.position),
