@@ -15,7 +15,7 @@ import { LedgerAudit, type AuditReport } from '../../src/audit/ledgerAudit.ts';
 import { nodeAuditCrypto } from '../../src/audit/nodeAuditCrypto.ts';
 import { canonicalJson } from '../../src/canonicalJson.ts';
 import { createPool } from '../../src/db/pool.ts';
-import { devModel, fundedCustomerWithKey, startTestNode } from '../support/network.ts';
+import { devModel, fundedCustomerWithKey, priceDevModel, startTestNode } from '../support/network.ts';
 import { startEmbeddedPostgres, type TestPostgres } from '../support/postgres.ts';
 import { ledgerIdentity, startTestLedger } from '../support/testApp.ts';
 
@@ -48,13 +48,7 @@ export async function buildAuditFixture(): Promise<AuditFixture> {
   try {
     const controlPlaneUrl = await ledger.app.listen({ host: '127.0.0.1', port: 0 });
     const admin = { 'x-b3iq-admin-token': ledger.adminToken };
-    const price = await ledger.app.inject({
-      method: 'PUT',
-      url: `/v1/admin/models/${devModel}/price`,
-      headers: admin,
-      payload: { prompt_price_per_million_wei: '2000000000', completion_price_per_million_wei: '6000000000', policy_version: 'launch-1' },
-    });
-    if (price.statusCode !== 200) throw new Error(price.body);
+    await priceDevModel(ledger);
     const fast = await startTestNode(ledger, controlPlaneUrl, { tokensPerSecond: 500 });
     const slow = await startTestNode(ledger, controlPlaneUrl, { tokensPerSecond: 100 });
     try {

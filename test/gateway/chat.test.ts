@@ -3,7 +3,7 @@ import { allProjections } from '../../projections/index.ts';
 import { ProjectionRunner } from '../../projections/runner.ts';
 import t from 'tap';
 import { verifySignedReceiptPortable } from '../../src/receipts/portableVerify.ts';
-import { devModel, fundedCustomerWithKey, startTestNode, type TestNode } from '../support/network.ts';
+import { devModel, fundedCustomerWithKey, priceDevModel, startTestNode, type TestNode } from '../support/network.ts';
 import { startEmbeddedPostgres } from '../support/postgres.ts';
 import { ledgerIdentity, startTestLedger } from '../support/testApp.ts';
 import { acceptance, verifyCountersignature } from '../../src/receipts/acceptance.ts';
@@ -20,13 +20,7 @@ t.teardown(() => ledger.close());
 const controlPlaneUrl = await ledger.app.listen({ host: '127.0.0.1', port: 0 });
 const admin = { 'x-b3iq-admin-token': ledger.adminToken };
 
-const price = await ledger.app.inject({
-  method: 'PUT',
-  url: `/v1/admin/models/${devModel}/price`,
-  headers: admin,
-  payload: { prompt_price_per_million_wei: '2000000000', completion_price_per_million_wei: '6000000000', policy_version: 'launch-1' },
-});
-if (price.statusCode !== 200) throw new Error(price.body);
+await priceDevModel(ledger);
 
 // The faster node is preferred while both are idle, so tests know who serves first.
 const fast = await startTestNode(ledger, controlPlaneUrl, { tokensPerSecond: 500 });

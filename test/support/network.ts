@@ -77,3 +77,14 @@ export async function fundedCustomerWithKey(
   const body = key.json<{ api_key: string; key_id: string }>();
   return { ...customer, apiKey: body.api_key, keyId: body.key_id };
 }
+
+/** The dev model's price in the paid-path tests: 2 gwei per 1M prompt tokens, 6 per 1M completion tokens. */
+export async function priceDevModel(ledger: TestLedger): Promise<void> {
+  const price = await ledger.app.inject({
+    method: 'PUT',
+    url: `/v1/admin/models/${devModel}/price`,
+    headers: { 'x-b3iq-admin-token': ledger.adminToken },
+    payload: { prompt_price_per_million_wei: '2000000000', completion_price_per_million_wei: '6000000000', policy_version: 'launch-1' },
+  });
+  if (price.statusCode !== 200) throw new Error(`price failed: ${price.body}`);
+}

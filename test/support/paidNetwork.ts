@@ -1,6 +1,6 @@
 import OpenAI from 'openai';
 import t from 'tap';
-import { devModel, fundedCustomerWithKey, startTestNode, type TestNode } from './network.ts';
+import { devModel, fundedCustomerWithKey, priceDevModel, startTestNode, type TestNode } from './network.ts';
 import { startEmbeddedPostgres } from './postgres.ts';
 import { startTestLedger, type TestLedger } from './testApp.ts';
 
@@ -28,13 +28,7 @@ export async function startPaidNetwork(): Promise<PaidNetwork> {
   t.teardown(() => ledger.close());
   const controlPlaneUrl = await ledger.app.listen({ host: '127.0.0.1', port: 0 });
   const admin = { 'x-b3iq-admin-token': ledger.adminToken };
-  const price = await ledger.app.inject({
-    method: 'PUT',
-    url: `/v1/admin/models/${devModel}/price`,
-    headers: admin,
-    payload: { prompt_price_per_million_wei: '2000000000', completion_price_per_million_wei: '6000000000', policy_version: 'launch-1' },
-  });
-  if (price.statusCode !== 200) throw new Error(price.body);
+  await priceDevModel(ledger);
   const fast = await startTestNode(ledger, controlPlaneUrl, { tokensPerSecond: 500 });
   t.teardown(() => fast.close());
   const slow = await startTestNode(ledger, controlPlaneUrl, { tokensPerSecond: 100 });

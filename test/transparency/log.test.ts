@@ -15,7 +15,7 @@ import t from 'tap';
 import { transparencyStreamName } from '../../src/events/transparency.ts';
 import { parseVerifierKey, verifyCheckpointPortable } from '../../src/transparency/portableCheckpoint.ts';
 import { leafHashPortable, verifyConsistencyPortable, verifyInclusionPortable } from '../../src/transparency/portableMerkle.ts';
-import { devModel, fundedCustomerWithKey, startTestNode } from '../support/network.ts';
+import { devModel, fundedCustomerWithKey, priceDevModel, startTestNode } from '../support/network.ts';
 import { startEmbeddedPostgres } from '../support/postgres.ts';
 import { ledgerIdentity, startTestLedger } from '../support/testApp.ts';
 import { createAppDependencies } from '../../src/composition.ts';
@@ -30,14 +30,7 @@ t.teardown(() => server.stop());
 const ledger = await startTestLedger(server, { transparency: { checkpointEveryLeaves: 1_000_000, checkpointEveryMs: 3_600_000 } });
 t.teardown(() => ledger.close());
 const controlPlaneUrl = await ledger.app.listen({ host: '127.0.0.1', port: 0 });
-const admin = { 'x-b3iq-admin-token': ledger.adminToken };
-const price = await ledger.app.inject({
-  method: 'PUT',
-  url: `/v1/admin/models/${devModel}/price`,
-  headers: admin,
-  payload: { prompt_price_per_million_wei: '2000000000', completion_price_per_million_wei: '6000000000', policy_version: 'launch-1' },
-});
-if (price.statusCode !== 200) throw new Error(price.body);
+await priceDevModel(ledger);
 const node = await startTestNode(ledger, controlPlaneUrl, { tokensPerSecond: 500 });
 t.teardown(() => node.close());
 const customer = await fundedCustomerWithKey(ledger, { depositWei: '100000000000000' });
