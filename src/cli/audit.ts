@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { SingleBar } from 'cli-progress';
 import { portableAuditCrypto } from '../audit/auditCrypto.ts';
 import { auditDatabase } from '../audit/databaseSource.ts';
@@ -10,6 +9,7 @@ import { nodeAuditCrypto } from '../audit/nodeAuditCrypto.ts';
 import { formatReport } from '../audit/summary.ts';
 import { loadConfig } from '../config/config.ts';
 import { createPool } from '../db/pool.ts';
+import { parseCommandLine } from './arguments.ts';
 
 const usage = `Usage: b3iq audit FILE [--ledger-key FILE] [--portable] [--json]
        b3iq audit --database URL [--ledger-key FILE | --data-dir DIR] [--portable] [--json]
@@ -26,7 +26,7 @@ position otherwise.
   --json             print the report as JSON`;
 
 export async function runAuditCli(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandLine({
     args: argv,
     allowPositionals: true,
     options: {

@@ -2,12 +2,12 @@ import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
-import { parseArgs } from 'node:util';
 import { SingleBar } from 'cli-progress';
 import { exportLedger } from '../audit/exportLedger.ts';
 import { readLedgerPublicKey } from '../audit/ledgerKeyFile.ts';
 import { loadConfig } from '../config/config.ts';
 import { openDatabase } from '../service.ts';
+import { parseCommandLine } from './arguments.ts';
 
 const usage = `Usage: b3iq export --out FILE [--data-dir DIR] [--ledger-key FILE]
 
@@ -17,7 +17,7 @@ names the ledger's public key, taken from DIR/ledger-key.pem unless --ledger-key
 
 /** `b3iq export`: writes FILE.partial and renames it when complete, so FILE is never half a log. */
 export async function runExportCli(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandLine({
     args: argv,
     options: { out: { type: 'string' }, 'data-dir': { type: 'string' }, 'ledger-key': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });

@@ -1,9 +1,9 @@
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { readPrivateFile } from '../credentials/privateFile.ts';
 import { startHostAgent } from '../hostAgent/agent.ts';
 import { LocalKeyFile, localKeyScopes, type LocalKeyScope, type LocalKeyView } from '../hostAgent/localKeys.ts';
 import { LanExposureRefused } from '../hostAgent/options.ts';
+import { parseCommandLine } from './arguments.ts';
 
 const usage = `Usage: b3iq host-agent --runtime-url URL [--runtime-kind KIND] [--control-plane-url URL]
                        [--data-dir DIR] [--host H] [--port N] [--advertised-url URL]
@@ -66,7 +66,7 @@ export async function runHostAgentCli(argv: string[], io: HostAgentCliIo = proce
 }
 
 async function runAgent(argv: string[], io: HostAgentCliIo): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandLine({
     args: argv,
     options: {
       'runtime-url': { type: 'string' },
@@ -122,7 +122,7 @@ function dataDirOf(option: string | undefined): string {
 }
 
 async function runKeysCli(argv: string[], io: HostAgentCliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandLine({
     args: argv,
     allowPositionals: true,
     options: {

@@ -1,6 +1,6 @@
-import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/config.ts';
 import { runDevRuntimeCli } from '../devRuntime/server.ts';
+import { parseCommandLine } from './arguments.ts';
 import { runAuditCli } from './audit.ts';
 import { runExportCli } from './export.ts';
 import { runHostAgentCli } from './hostAgent.ts';
@@ -47,7 +47,7 @@ export async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'report') return runReportCli(argv.slice(1));
   if (argv[0] === 'private') return runPrivateCli(argv.slice(1));
   if (argv[0] === 'admin' && argv[1] === 'purge') return runPurgeCli(argv.slice(2));
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandLine({
     args: argv,
     allowPositionals: true,
     options: { 'data-dir': { type: 'string' }, port: { type: 'string' }, help: { type: 'boolean', short: 'h' } },

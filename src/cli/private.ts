@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { allProjections } from '../../projections/index.ts';
 import { ProjectionRunner } from '../../projections/runner.ts';
@@ -10,6 +9,7 @@ import { purgeTerminalEnvelopes } from '../privateJobs/purge.ts';
 import { nodeIdSchema, privateJobIdSchema } from '../privateJobs/schemas.ts';
 import { decodeBase64urlStrict, openResponse, responseEnvelopeSchema, sealRequest, transportKeyId, TransportError } from '../privateJobs/transport.ts';
 import { openDatabase } from '../service.ts';
+import { parseCommandLine } from './arguments.ts';
 
 /**
  * `b3iq private seal|open`: the client helper for private jobs (docs/private-transport.md), and
@@ -61,7 +61,7 @@ const nodeKeyFileSchema = z.looseObject({ public_key_x25519: z.string(), key_id:
 
 export async function runPrivateCli(argv: string[], io: PrivateCliIo = processIo): Promise<number> {
   const [command, ...rest] = argv;
-  const { values } = parseArgs({
+  const { values } = parseCommandLine({
     args: rest,
     options: {
       'node-key': { type: 'string' },
@@ -172,7 +172,7 @@ async function open(clientKeyPath: string, io: PrivateCliIo): Promise<number> {
 }
 
 export async function runPurgeCli(argv: string[], io: Pick<PrivateCliIo, 'stdout' | 'stderr'> = processIo): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandLine({
     args: argv,
     options: {
       'terminal-before': { type: 'string' },

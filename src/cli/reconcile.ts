@@ -1,7 +1,7 @@
-import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/config.ts';
 import { reconcile, type NodeReconciliation, type ReconciliationReport } from '../queries/reconcile.ts';
 import { openDatabase } from '../service.ts';
+import { parseCommandLine } from './arguments.ts';
 
 export const reconcileUsage = `Usage: b3iq report reconcile [--window 7d] [--format json|csv] [--data-dir DIR]
 
@@ -44,7 +44,7 @@ export async function runReportCli(argv: string[], env: NodeJS.ProcessEnv = proc
 }
 
 function parseOptions(argv: string[]) {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandLine({
     args: argv,
     allowPositionals: true,
     options: { window: { type: 'string', default: '7d' }, format: { type: 'string', default: 'json' }, 'data-dir': { type: 'string' } },

@@ -3,10 +3,10 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex, hexToBytes, utf8ToBytes } from '@noble/hashes/utils.js';
 import canonicalize from 'canonicalize';
 import { readFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { verifySignedReceiptPortable } from '../receipts/portableVerify.ts';
 import { MalformedNoteError, parseCheckpoint, parseVerifierKey, verifyCheckpointPortable, type SignedCheckpoint, type VerifierKey } from '../transparency/portableCheckpoint.ts';
 import { leafHashPortable, verifyInclusionPortable } from '../transparency/portableMerkle.ts';
+import { parseCommandLine } from './arguments.ts';
 
 /**
  * `b3iq verify-receipt`: checks a receipt offline with public data only, through the portable
@@ -187,7 +187,7 @@ const processIo: CliIo = {
 export async function runVerifyReceiptCli(argv: string[], io: CliIo = processIo): Promise<number> {
   let evidence: Evidence;
   try {
-    const { values, positionals } = parseArgs({
+    const { values, positionals } = parseCommandLine({
       args: argv,
       allowPositionals: true,
       options: {

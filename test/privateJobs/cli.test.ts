@@ -57,6 +57,17 @@ t.test('seal creates a private client key, seals the request byte for byte, and 
   t.equal(await runPrivateCli(['open', '--client-key', keyPath], pending.streams), 2);
 });
 
+t.test('a node public key that begins with a dash is taken as the value of --node-public-key', async (t) => {
+  let secret = generateX25519SecretKey();
+  for (let tries = 0; !encodeBase64url(x25519PublicKey(secret)).startsWith('-') && tries < 10_000; tries += 1) secret = generateX25519SecretKey();
+  const key = encodeBase64url(x25519PublicKey(secret));
+  t.ok(key.startsWith('-'), 'one key in 64 begins with a dash');
+  const sealing = io(request);
+  t.equal(await runPrivateCli(['seal', '--node-public-key', key, '--client-key', join(directory, 'dash.key')], sealing.streams), 0, sealing.out.stderr);
+  const envelope = JSON.parse(sealing.out.stdout.toString('utf8')) as Envelope;
+  t.same(Buffer.from(openRequest(envelope, secret)), request);
+});
+
 t.test('seal --body with a --node-key file prints a POST body the ledger accepts', async (t) => {
   const nodeKeyPath = join(directory, 'node-key.json');
   await writeFile(nodeKeyPath, JSON.stringify({ node_id: nodeId, key_id: transportKeyId(nodePublic), public_key_x25519: encodeBase64url(nodePublic) }));
