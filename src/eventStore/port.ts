@@ -36,6 +36,13 @@ export interface StoredEvent {
  */
 export type ExpectedVersion = bigint | 'any';
 
+/** One stream's part of an append to several streams. */
+export interface StreamAppend {
+  streamName: string;
+  events: NewEvent[];
+  expectedVersion: ExpectedVersion;
+}
+
 export interface AppendResult {
   /** The stream's version after the append. */
   nextStreamVersion: bigint;
@@ -66,6 +73,14 @@ export interface Subscription extends AsyncIterable<StoredEvent> {
 
 export interface EventStore {
   append(streamName: string, events: NewEvent[], options: { expectedVersion: ExpectedVersion }): Promise<AppendResult>;
+  /**
+   * Appends to several distinct streams atomically: every part is written or none is. The parts'
+   * events take consecutive positions in the order given, and the result holds one AppendResult per
+   * part. A VersionConflict or EventIdReused of any part fails the whole append. Retried with the
+   * same ids and data it is a replay (every part `replayed`); some parts stored and others not is
+   * an EventIdReused.
+   */
+  appendMulti(parts: StreamAppend[]): Promise<AppendResult[]>;
   /** Events of one stream after `fromVersion` (exclusive), in version order. */
   readStream(streamName: string, options?: { fromVersion?: bigint }): Promise<StoredEvent[]>;
   readAll(options: ReadAllOptions): Promise<StoredEvent[]>;

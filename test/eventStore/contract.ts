@@ -235,6 +235,100 @@ export function eventStoreContract(t: Test, name: string, makeStore: () => Promi
       t.same(await store.readEventsById([added!.eventId]), []);
     });
 
+    t.test('given two new streams, when appended to in one append, then both are written at consecutive positions', async (t) => {
+      const { store, head } = await given(t);
+      const results = await store.appendMulti([
+        { streamName: stream('multi-a'), events: eventsFor(id('multi-a'), 2), expectedVersion: 0n },
+        { streamName: stream('multi-b'), events: eventsFor(id('multi-b'), 1), expectedVersion: 'any' },
+      ]);
+      t.same(
+        results.map((result) => [result.nextStreamVersion, result.lastPosition, result.replayed]),
+        [
+          [2n, head + 2n, false],
+          [1n, head + 3n, false],
+        ],
+      );
+      const all = await store.readAll({ fromPosition: head });
+      t.same(all.map((event) => [event.streamName, event.streamVersion]), [
+        [stream('multi-a'), 1n],
+        [stream('multi-a'), 2n],
+        [stream('multi-b'), 1n],
+      ], 'the parts in the order given');
+      t.same([...results[0]!.events, ...results[1]!.events], all, 'each result holds its part as stored');
+    });
+
+    t.test('given a multi-stream append with one stale part, then VersionConflict and no part is written', async (t) => {
+      const { store } = await given(t);
+      await store.append(stream('multi-stale'), eventsFor(id('multi-stale'), 1), { expectedVersion: 0n });
+      const head = await store.headPosition();
+      const error = await store
+        .appendMulti([
+          { streamName: stream('multi-fresh'), events: eventsFor(id('multi-fresh'), 1), expectedVersion: 0n },
+          { streamName: stream('multi-stale'), events: eventsFor(id('multi-stale-2'), 1), expectedVersion: 0n },
+        ])
+        .catch((caught: unknown) => caught);
+      t.type(error, VersionConflict);
+      t.match(error, { streamName: stream('multi-stale') });
+      t.equal(await store.headPosition(), head, 'nothing appended');
+      t.same(await store.readStream(stream('multi-fresh')), [], 'not even the part that was in order');
+    });
+
+    t.test('given a multi-stream append that succeeded, when retried, then a replay; when retried with a new part, then EventIdReused', async (t) => {
+      const { store } = await given(t);
+      const parts = [
+        { streamName: stream('multi-retry-a'), events: eventsFor(id('multi-retry-a'), 1), expectedVersion: 0n },
+        { streamName: stream('multi-retry-b'), events: eventsFor(id('multi-retry-b'), 2), expectedVersion: 0n },
+      ];
+      const first = await store.appendMulti(parts);
+      const head = await store.headPosition();
+      const retry = await store.appendMulti(parts);
+      t.same(retry.map((result) => result.replayed), [true, true]);
+      t.same(retry.map((result) => result.events), first.map((result) => result.events), 'the retry reports what the first append stored');
+      const grown = [...parts, { streamName: stream('multi-retry-c'), events: eventsFor(id('multi-retry-c'), 1), expectedVersion: 0n }];
+      await t.rejects(store.appendMulti(grown), EventIdReused, 'part of it stored and part not is not a retry');
+      t.equal(await store.headPosition(), head);
+    });
+
+    t.test('given concurrent multi-stream appends racing on one stream, then exactly one wins and the losers write nothing (10 rounds)', async (t) => {
+      const { store } = await given(t);
+      for (let round = 0; round < 10; round += 1) {
+        const head = await store.headPosition();
+        const outcomes = await Promise.allSettled(
+          [0, 1, 2].map((writer) =>
+            store.appendMulti([
+              { streamName: stream(`race-own-${round}-${writer}`), events: eventsFor(id(`race-own-${round}-${writer}`), 1), expectedVersion: 0n },
+              { streamName: stream(`race-shared-${round}`), events: eventsFor(id(`race-shared-${round}-${writer}`), 1), expectedVersion: 0n },
+            ]),
+          ),
+        );
+        t.equal(outcomes.filter((outcome) => outcome.status === 'fulfilled').length, 1, `round ${round}: one winner`);
+        t.ok(outcomes.every((outcome) => outcome.status === 'fulfilled' || outcome.reason instanceof VersionConflict), 'the others conflict');
+        t.equal(await store.headPosition(), head + 2n, 'only the winner\'s two events');
+      }
+    });
+
+    t.test('given a malformed multi-stream append, then it is rejected and nothing is written', async (t) => {
+      const { store, head } = await given(t);
+      await t.rejects(store.appendMulti([]), TypeError, 'no parts');
+      await t.rejects(
+        store.appendMulti([
+          { streamName: stream('twice-named'), events: eventsFor(id('twice-named-1'), 1), expectedVersion: 'any' },
+          { streamName: stream('twice-named'), events: eventsFor(id('twice-named-2'), 1), expectedVersion: 'any' },
+        ]),
+        TypeError,
+        'one stream twice',
+      );
+      await t.rejects(
+        store.appendMulti([
+          { streamName: stream('empty-part-a'), events: eventsFor(id('empty-part-a'), 1), expectedVersion: 0n },
+          { streamName: stream('empty-part-b'), events: [], expectedVersion: 0n },
+        ]),
+        TypeError,
+        'a part without events',
+      );
+      t.equal(await store.headPosition(), head);
+    });
+
     t.test('given stored events, when reading them by id, then known ids come back in position order and unknown ids are ignored', async (t) => {
       const { store } = await given(t);
       await store.append(stream('by-id-a'), eventsFor(id('by-id-a'), 2), { expectedVersion: 0n });

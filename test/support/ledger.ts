@@ -12,6 +12,7 @@ import {
   type NewEvent,
   type ReadAllOptions,
   type StoredEvent,
+  type StreamAppend,
   type Subscription,
 } from '../../src/eventStore/port.ts';
 import { startEmbeddedPostgres, type TestPostgres } from './postgres.ts';
@@ -74,6 +75,15 @@ export class SpyingStore implements EventStore {
   async append(streamName: string, events: NewEvent[], options: { expectedVersion: ExpectedVersion }): Promise<AppendResult> {
     try {
       return await this.inner.append(streamName, events, options);
+    } catch (error) {
+      if (error instanceof VersionConflict) this.versionConflicts += 1;
+      throw error;
+    }
+  }
+
+  async appendMulti(parts: StreamAppend[]): Promise<AppendResult[]> {
+    try {
+      return await this.inner.appendMulti(parts);
     } catch (error) {
       if (error instanceof VersionConflict) this.versionConflicts += 1;
       throw error;

@@ -20,11 +20,15 @@ import { appendChannel, appendLockKey } from './schema.ts';
  * accepted events. postgresEventStore.ts sends them and owns the transaction around them.
  */
 
+/** One stream's part of a queued append. */
 export interface BatchRequest {
   streamName: string;
   events: PreparedEvent[];
   expectedVersion: ExpectedVersion;
 }
+
+/** A queued append: one part, or several that are written together or not at all. */
+export type BatchGroup = BatchRequest[];
 
 /**
  * A NewEvent checked and normalised when it is queued rather than inside a flush: a flush holds
@@ -72,7 +76,7 @@ interface VersionRow {
  * lock takes its own snapshot, so it sees each commit made before the lock was granted. The names
  * make them prepared statements, planned once per connection.
  */
-export function checkStatements(batch: BatchRequest[]): Statement[] {
+export function checkStatements(batch: BatchGroup[]): Statement[] {
   return [
     { name: 'b3iq_append_lock', text: 'SELECT pg_advisory_xact_lock($1)', values: [appendLockKey] },
     { name: 'b3iq_append_head', text: 'SELECT position, hash FROM b3iq_events ORDER BY position DESC LIMIT 1' },
@@ -111,7 +115,8 @@ export interface LogState {
 }
 
 export interface BatchPlan {
-  outcomes: Array<AppendResult | Error>;
+  /** Per group: one result per part, or the error that refused the whole group. */
+  outcomes: Array<AppendResult[] | Error>;
   rows: WrittenRow[];
   /** The head of the log once the batch is written. */
   headPosition: bigint;
@@ -124,47 +129,56 @@ interface WrittenRow {
 }
 
 /**
- * Decides each request of a batch in order, as if they were appended one after another: replays,
- * version checks, then positions, stream versions and the hash chain for the accepted events.
+ * Decides each group of a batch in order, as if they were appended one after another: replays,
+ * version checks, then positions, stream versions and the hash chain for the accepted events. A
+ * group that fails in any part leaves no trace on the plan, so the groups after it are decided as
+ * if it had never been queued.
  */
-export function planBatch(batch: BatchRequest[], log: LogState): BatchPlan {
-  let position = log.position;
-  let previousHash = log.hash;
-  const versions = log.versions;
-  const written = new Map<string, StoredEvent>();
-  const rows: WrittenRow[] = [];
+export function planBatch(batch: BatchGroup[], log: LogState): BatchPlan {
   const recordedAt = new Date();
+  const plan = { position: log.position, hash: log.hash, versions: log.versions, written: new Map<string, StoredEvent>(), rows: [] as WrittenRow[] };
 
-  const outcomes = batch.map((request): AppendResult | Error => {
-    const replay = findReplay(request, log.existing, written);
-    if (replay !== null) return replay;
-    const currentVersion = versions.get(request.streamName) ?? 0n;
-    if (!versionMatches(request.expectedVersion, currentVersion)) {
-      return new VersionConflict(request.streamName, request.expectedVersion, currentVersion);
-    }
-    const stored = request.events.map((event, index): StoredEvent => {
-      position += 1n;
-      const fields = {
-        position,
-        eventId: event.eventId,
-        streamName: request.streamName,
-        streamVersion: currentVersion + BigInt(index + 1),
-        type: event.type,
-        data: event.data,
-        metadata: event.metadata,
-        recordedAt,
-      };
-      previousHash = chainHash(previousHash, fields);
-      const storedEvent = { ...fields, hash: previousHash };
-      rows.push({ stored: storedEvent, dataJson: event.dataJson, metadataJson: event.metadataJson });
-      return storedEvent;
-    });
-    for (const event of stored) written.set(event.eventId, event);
-    const last = stored[stored.length - 1]!;
-    versions.set(request.streamName, last.streamVersion);
-    return { nextStreamVersion: last.streamVersion, lastPosition: last.position, replayed: false, events: stored };
+  const outcomes = batch.map((group): AppendResult[] | Error => {
+    const replays = group.map((request) => findReplay(request, log.existing, plan.written));
+    const failed = replays.find((replay) => replay instanceof Error);
+    if (failed !== undefined) return failed;
+    if (replays.every((replay) => replay !== null)) return replays as AppendResult[];
+    if (replays.some((replay) => replay !== null)) return new EventIdReused(group[0]!.events[0]!.eventId);
+    const conflict = group.find((request) => !versionMatches(request.expectedVersion, plan.versions.get(request.streamName) ?? 0n));
+    if (conflict !== undefined) return new VersionConflict(conflict.streamName, conflict.expectedVersion, plan.versions.get(conflict.streamName) ?? 0n);
+    return group.map((request) => planRequest(request, plan, recordedAt));
   });
-  return { outcomes, rows, headPosition: position };
+  return { outcomes, rows: plan.rows, headPosition: plan.position };
+}
+
+/** Assigns positions, the stream's next versions and the chained hashes to one accepted request. */
+function planRequest(
+  request: BatchRequest,
+  plan: { position: bigint; hash: string; versions: Map<string, bigint>; written: Map<string, StoredEvent>; rows: WrittenRow[] },
+  recordedAt: Date,
+): AppendResult {
+  const currentVersion = plan.versions.get(request.streamName) ?? 0n;
+  const stored = request.events.map((event, index): StoredEvent => {
+    plan.position += 1n;
+    const fields = {
+      position: plan.position,
+      eventId: event.eventId,
+      streamName: request.streamName,
+      streamVersion: currentVersion + BigInt(index + 1),
+      type: event.type,
+      data: event.data,
+      metadata: event.metadata,
+      recordedAt,
+    };
+    plan.hash = chainHash(plan.hash, fields);
+    const storedEvent = { ...fields, hash: plan.hash };
+    plan.rows.push({ stored: storedEvent, dataJson: event.dataJson, metadataJson: event.metadataJson });
+    return storedEvent;
+  });
+  for (const event of stored) plan.written.set(event.eventId, event);
+  const last = stored[stored.length - 1]!;
+  plan.versions.set(request.streamName, last.streamVersion);
+  return { nextStreamVersion: last.streamVersion, lastPosition: last.position, replayed: false, events: stored };
 }
 
 function versionMatches(expected: ExpectedVersion, current: bigint): boolean {
@@ -200,14 +214,14 @@ function findReplay(
   return { nextStreamVersion: last.streamVersion, lastPosition: last.position, replayed: true, events: storedEvents };
 }
 
-function existingEventsStatement(batch: BatchRequest[]): Statement {
-  const ids = batch.flatMap((request) => request.events.map((event) => event.eventId));
+function existingEventsStatement(batch: BatchGroup[]): Statement {
+  const ids = batch.flatMap((group) => group.flatMap((request) => request.events.map((event) => event.eventId)));
   return { name: 'b3iq_append_existing', text: `SELECT ${eventColumns} FROM b3iq_events WHERE event_id = ANY($1::text[])`, values: [ids] };
 }
 
 /** One index probe per stream, so the cost does not grow with the length of a stream. */
-function streamVersionsStatement(batch: BatchRequest[]): Statement {
-  const names = [...new Set(batch.map((request) => request.streamName))];
+function streamVersionsStatement(batch: BatchGroup[]): Statement {
+  const names = [...new Set(batch.flatMap((group) => group.map((request) => request.streamName)))];
   return {
     name: 'b3iq_append_versions',
     text: `SELECT s.name AS stream_name,

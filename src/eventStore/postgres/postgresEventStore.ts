@@ -8,17 +8,19 @@ import {
   type NewEvent,
   type ReadAllOptions,
   type StoredEvent,
+  type StreamAppend,
   type Subscription,
 } from '../port.ts';
 import { AppendConnection, runInOrder, type Statement } from './appendConnection.ts';
-import { checkStatements, logStateOf, planBatch, prepareEvent, writeStatements, type BatchRequest } from './appendBatch.ts';
+import { checkStatements, logStateOf, planBatch, prepareEvent, writeStatements, type BatchGroup, type BatchRequest } from './appendBatch.ts';
 import { eventColumns, toStoredEvent, type EventRow } from './eventRow.ts';
 import { PostgresSubscription } from './subscription.ts';
 
 export { toStoredEvent } from './eventRow.ts';
 
-interface AppendRequest extends BatchRequest {
-  resolve: (result: AppendResult) => void;
+interface AppendRequest {
+  parts: BatchGroup;
+  resolve: (results: AppendResult[]) => void;
   reject: (error: Error) => void;
 }
 
@@ -66,10 +68,15 @@ export class PostgresEventStore implements EventStore {
 
   /** Async so that invalid input rejects the returned promise, as every other failure does, instead of throwing. */
   async append(streamName: string, events: NewEvent[], options: { expectedVersion: ExpectedVersion }): Promise<AppendResult> {
-    if (events.length === 0) throw new TypeError('append needs at least one event');
-    const prepared = events.map(prepareEvent);
+    const [result] = await this.appendMulti([{ streamName, events, expectedVersion: options.expectedVersion }]);
+    return result!;
+  }
+
+  /** Queued like any append: the parts travel through the group commit as one request. */
+  async appendMulti(parts: StreamAppend[]): Promise<AppendResult[]> {
+    const prepared = prepareParts(parts);
     return new Promise((resolve, reject) => {
-      this.pending.push({ streamName, events: prepared, expectedVersion: options.expectedVersion, resolve, reject });
+      this.pending.push({ parts: prepared, resolve, reject });
       this.scheduleFlush();
     });
   }
@@ -137,12 +144,11 @@ export class PostgresEventStore implements EventStore {
     events: NewEvent[],
     expectedVersion: ExpectedVersion,
   ): Promise<AppendResult> {
-    const request = { streamName, events: events.map(prepareEvent), expectedVersion };
-    const outcomes = await this.writeBatch({ client, pipelined: false, ownsTransaction: false }, [request]);
+    const outcomes = await this.writeBatch({ client, pipelined: false, ownsTransaction: false }, [prepareParts([{ streamName, events, expectedVersion }])]);
     const outcome = outcomes[0];
     if (outcome === undefined) throw new Error('Invariant violated: one outcome per request');
     if (outcome instanceof Error) throw outcome;
-    return outcome;
+    return outcome[0]!;
   }
 
   private scheduleFlush(): void {
@@ -164,9 +170,9 @@ export class PostgresEventStore implements EventStore {
   }
 
   private async flushBatch(batch: AppendRequest[]): Promise<void> {
-    let outcomes: Array<AppendResult | Error>;
+    let outcomes: Array<AppendResult[] | Error>;
     try {
-      outcomes = await this.commitBatch(batch);
+      outcomes = await this.commitBatch(batch.map((request) => request.parts));
     } catch (error) {
       // A shared transaction failed as a whole. Retrying each request alone isolates the one that
       // caused it, so one bad append cannot fail the unrelated appends it was batched with.
@@ -174,7 +180,7 @@ export class PostgresEventStore implements EventStore {
         for (const request of batch) await this.flushBatch([request]);
         return;
       }
-      outcomes = [this.translateError(error as Error & { code?: string; constraint?: string }, batch[0]!)];
+      outcomes = [this.translateError(error as Error & { code?: string; constraint?: string }, batch[0]!.parts)];
     }
     batch.forEach((request, index) => {
       const outcome = outcomes[index];
@@ -184,7 +190,7 @@ export class PostgresEventStore implements EventStore {
     });
   }
 
-  private async commitBatch(batch: AppendRequest[]): Promise<Array<AppendResult | Error>> {
+  private async commitBatch(batch: BatchGroup[]): Promise<Array<AppendResult[] | Error>> {
     const client = await this.appendConnection.acquire();
     try {
       return await this.writeBatch({ client, pipelined: true, ownsTransaction: true }, batch);
@@ -200,7 +206,7 @@ export class PostgresEventStore implements EventStore {
    * The statements go out in two pipelined groups, so a flush waits for the server twice: once
    * for the lock and what the batch must be checked against, once for the insert and the commit.
    */
-  private async writeBatch(session: WriteSession, batch: BatchRequest[]): Promise<Array<AppendResult | Error>> {
+  private async writeBatch(session: WriteSession, batch: BatchGroup[]): Promise<Array<AppendResult[] | Error>> {
     const begin: Statement[] = session.ownsTransaction ? [{ text: 'BEGIN' }] : [];
     const reads = await runInOrder(session.client, session.pipelined, [...begin, ...checkStatements(batch)]);
     const plan = planBatch(batch, logStateOf(reads.slice(begin.length)));
@@ -211,14 +217,25 @@ export class PostgresEventStore implements EventStore {
     return plan.outcomes;
   }
 
-  private translateError(error: Error & { code?: string; constraint?: string }, request: AppendRequest): Error {
+  private translateError(error: Error & { code?: string; constraint?: string }, parts: BatchGroup): Error {
     if (error.code !== uniqueViolation) return error;
+    const first = parts[0]!;
     if (error.constraint === 'b3iq_events_stream_version_key') {
-      return new VersionConflict(request.streamName, request.expectedVersion, null);
+      return new VersionConflict(first.streamName, first.expectedVersion, null);
     }
     if (error.constraint === 'b3iq_events_event_id_key') {
-      return new EventIdReused(request.events.map((event) => event.eventId).join(','));
+      return new EventIdReused(parts.flatMap((part) => part.events.map((event) => event.eventId)).join(','));
     }
     return error;
   }
+}
+
+/** Checks and normalises an append's parts when it is queued, so a bad one never reaches a flush. */
+function prepareParts(parts: StreamAppend[]): BatchRequest[] {
+  if (parts.length === 0) throw new TypeError('append needs at least one stream');
+  if (new Set(parts.map((part) => part.streamName)).size !== parts.length) throw new TypeError('each stream may appear once in an append');
+  return parts.map((part) => {
+    if (part.events.length === 0) throw new TypeError('append needs at least one event');
+    return { streamName: part.streamName, events: part.events.map(prepareEvent), expectedVersion: part.expectedVersion };
+  });
 }
