@@ -5,8 +5,9 @@
  * scripted runtime, measured in the same run, on loopback with a throwaway embedded PostgreSQL
  * (fsync on). The billed path is the whole service: gateway key, quote, reserve, job start,
  * dispatch to a real host agent (which signs a receipt), receipt check, capture, job finish, with
- * projections following live. The proxy forwards bytes and nothing else. 64 clients in a child
- * process send requests back to back over keep-alive; non-streaming and streaming phases run for
+ * projections following live. The proxy forwards bytes and nothing else. The gateway and the proxy
+ * run in this process; the node (host agent and dev runtime) in a child process, as it would be on
+ * a machine of its own. 64 clients in another child process send requests back to back over keep-alive; non-streaming and streaming phases run for
  * both, then one client alone, which shows the path's latency without queueing. Proxy and billed
  * phases take turns within a round (which goes first alternates), so both see the same machine.
  * After the run the ledger is audited against what the clients received.
@@ -42,12 +43,20 @@ const clients = 64;
 type Target = 'proxy' | 'billed';
 type Mode = 'non-stream' | 'stream' | 'one client';
 
+/** CPU of the node's process (host agent and dev runtime) during a phase. */
+interface NodeCpu {
+  seconds: number;
+  cores: number;
+}
+
 interface PhaseRun {
   target: Target;
   mode: Mode;
   round: number;
   result: LoadResult;
+  /** `processCores` and `processSeconds` are this process only: the gateway and the proxy. */
   cpu: CpuUsage;
+  node: NodeCpu;
   settleMs: number;
 }
 
@@ -86,7 +95,7 @@ function pool(runs: PhaseRun[]): Pooled {
 }
 
 function describeRun(run: PhaseRun): string {
-  const { result, cpu } = run;
+  const { result, cpu, node } = run;
   const sent = Object.values(result.outcomes).reduce((sum, count) => sum + count, 0);
   const perRequest = (seconds: number) => fixed((seconds * 1000) / Math.max(1, sent));
   const outcomes = Object.entries(result.outcomes).map(([status, count]) => `${status}:${count}`).join(',');
@@ -94,9 +103,11 @@ function describeRun(run: PhaseRun): string {
   return (
     `round ${run.round} ${run.mode.padEnd(10)} ${run.target.padEnd(6)} rps=${Math.round(result.requestsPerSecond)} ` +
     `p50_ms=${fixed(result.p50Ms)} p99_ms=${fixed(result.p99Ms)} max_ms=${fixed(result.maxMs)} requests=${outcomes} ` +
-    `cpu_cores(machine=${fixed(cpu.machineCores)} server_process=${fixed(cpu.processCores)} postgres=${fixed(cpu.postgresCores)} ` +
-    `load_generator=${fixed(result.cpuSeconds / (result.seconds + result.warmupSeconds))}) event_loop_busy=${fixed(cpu.eventLoopUtilization)} ` +
-    `cpu_ms_per_request(server_process=${perRequest(cpu.processSeconds)} postgres=${perRequest(cpu.postgresSeconds)})${settle}`
+    `cpu_cores(machine=${fixed(cpu.machineCores)} gateway_process=${fixed(cpu.processCores)} node_process=${fixed(node.cores)} ` +
+    `postgres=${fixed(cpu.postgresCores)} load_generator=${fixed(result.cpuSeconds / (result.seconds + result.warmupSeconds))}) ` +
+    `gateway_event_loop_busy=${fixed(cpu.eventLoopUtilization)} ` +
+    `cpu_ms_per_request(gateway_process=${perRequest(cpu.processSeconds)} node_process=${perRequest(node.seconds)} ` +
+    `postgres=${perRequest(cpu.postgresSeconds)})${settle}`
   );
 }
 
@@ -141,6 +152,7 @@ async function runPhase(bench: Bench, target: Target, mode: Mode, round: number)
   const { stack, worker, postmaster, plan } = bench;
   progress(`round ${round}/${plan.rounds}: ${mode} ${target}`);
   const single = mode === 'one client';
+  const nodeBefore = stack.node.cpuSeconds();
   const before = snapshotCpu(postmaster);
   const result = await worker.run({
     url: target === 'billed' ? stack.gatewayUrl : stack.proxyUrl,
@@ -151,10 +163,13 @@ async function runPhase(bench: Bench, target: Target, mode: Mode, round: number)
     durationMs: single ? plan.singleClientMs : plan.durationMs,
     expectReceipts: target === 'billed',
   });
-  const cpu = cpuBetween(before, snapshotCpu(postmaster));
+  const after = snapshotCpu(postmaster);
+  const nodeSeconds = stack.node.cpuSeconds() - nodeBefore;
+  const cpu = cpuBetween(before, after);
+  const node = { seconds: nodeSeconds, cores: nodeSeconds / ((after.at - before.at) / 1000) };
   // The projections' backlog is worked off before the next phase, so it never loads the proxy's.
   const settleMs = target === 'billed' ? await stack.settle(120_000) : 0;
-  const run = { target, mode, round, result, cpu, settleMs };
+  const run = { target, mode, round, result, cpu, node, settleMs };
   console.log(describeRun(run));
   return run;
 }
@@ -201,8 +216,12 @@ async function benchmark(server: TestPostgres, plan: Plan, customerCount: number
       `${plan.rounds} round(s) of ${plan.durationMs / 1000} s per phase after ${plan.warmupMs / 1000} s warm-up`,
   );
   const commit = await commitLatencyMs(await server.createDatabase(), 100);
+  console.log(
+    'processes: gateway_process = this one (gateway, projections, bare proxy); node_process = a child with the host agent ' +
+      'and the dev runtime (the GPU node, not counted in gateway_process); load_generator = another child; postgres = the embedded server',
+  );
   console.log(`PostgreSQL commit latency (one-row insert, fsync on, one at a time): p50_ms=${fixed(commit.p50)} p99_ms=${fixed(commit.p99)}`);
-  progress('assembling the gateway, host agent, dev runtime and proxy');
+  progress('assembling the gateway and proxy here, the host agent and dev runtime in a child process');
   const stack = await startGatewayStack(await server.createDatabase(), customerCount);
   const worker = await startLoadWorker();
   progress(`${customerCount} funded customer(s) with gateway keys; host agent enrolled`);

@@ -1,28 +1,28 @@
 /**
- * The two servers the gateway benchmark compares, in this one process, over loopback:
+ * The two servers the gateway benchmark compares, both in this process, over loopback:
  *
  * - billed: the service as `b3iq serve` assembles it (event store on PostgreSQL with fsync on, live
  *   projections, the Fastify app) → a real host agent (enrolled, heartbeating, signing receipts)
  *   → the scripted dev runtime, answering at once;
  * - bare: a node:http pass-through proxy to the same dev runtime: no auth, no billing, no parsing.
  *
+ * The host agent and the dev runtime are the GPU node, which in production is another machine:
+ * they run in a child process of their own (bench/gatewayNode.ts), so their CPU is not spent on
+ * the gateway's event loop. Both paths reach the same runtime there.
+ *
  * The operator's setup (price, benchmark evidence, funded customers with gateway keys) goes
  * through the admin API with `app.inject`, exactly as the README's walk-through does it by curl.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { allProjections } from '../projections/index.ts';
 import { ProjectionRunner } from '../projections/runner.ts';
 import { createAppDependencies } from '../src/composition.ts';
 import { hashSecret } from '../src/credentials/secrets.ts';
 import { openLedgerDatabase, type LedgerDatabase } from '../src/db/ledgerDatabase.ts';
-import { startDevRuntime, type DevRuntime } from '../src/devRuntime/server.ts';
-import { startHostAgent, type StartedHostAgent } from '../src/hostAgent/agent.ts';
 import { buildApp, defaultSettings } from '../src/http/app.ts';
 import { generateIdentity } from '../src/receipts/ed25519.ts';
+import { startGatewayNode, type GatewayNode } from './gatewayNode.ts';
 
 export const benchModel = 'b3iq-dev-small';
 export const depositWei = 10n ** 18n;
@@ -37,7 +37,8 @@ export interface Customer {
 export interface GatewayStack {
   gatewayUrl: string;
   proxyUrl: string;
-  runtime: DevRuntime;
+  /** The host agent and dev runtime, in their own process. */
+  node: GatewayNode;
   ledger: LedgerDatabase;
   runner: ProjectionRunner;
   app: FastifyInstance;
@@ -104,38 +105,28 @@ export async function startGatewayStack(databaseUrl: string, customerCount: numb
   const settings = { ...defaultSettings, requestsPerMinute: 10_000_000, maxConcurrentStreams: 10_000 };
   const app = await buildApp({ ...createAppDependencies(ledger, runner, hashSecret(adminToken), settings, generateIdentity()), logger: false });
   runner.start();
-  const gatewayUrl = await app.listen({ host: '127.0.0.1', port: 0 });
-  const runtime = await startDevRuntime({ models: [benchModel], completionTokens: 16 });
-  const nodeDir = await mkdtemp(join(tmpdir(), 'b3iq-bench-node-'));
-  let agent: StartedHostAgent | null = null;
+  let node: GatewayNode | null = null;
   try {
-    agent = await startHostAgent({
-      runtimeUrl: runtime.url,
-      runtimeKind: 'openai',
-      dataDir: nodeDir,
-      controlPlaneUrl: gatewayUrl,
-      port: 0,
-      heartbeatIntervalMs: 1_000,
-      maxConcurrent: 256,
-    });
+    const gatewayUrl = await app.listen({ host: '127.0.0.1', port: 0 });
+    node = await startGatewayNode({ controlPlaneUrl: gatewayUrl, model: benchModel });
     await inject(app, 'PUT', `/v1/admin/models/${benchModel}/price`, {
       prompt_price_per_million_wei: '1000000000',
       completion_price_per_million_wei: '3000000000',
       policy_version: 'bench-1',
     });
-    await inject(app, 'POST', `/v1/admin/nodes/${agent.nodeId}/benchmarks`, {
+    await inject(app, 'POST', `/v1/admin/nodes/${node.nodeId}/benchmarks`, {
       model_id: benchModel,
       observed_at: new Date().toISOString(),
       tokens_per_second: 500,
       ttft_ms: 20,
     });
     const customers = await Promise.all(Array.from({ length: customerCount }, () => fundedCustomer(app)));
-    const proxy = await startBareProxy(runtime.url);
-    const startedAgent = agent;
+    const proxy = await startBareProxy(node.runtimeUrl);
+    const startedNode = node;
     return {
       gatewayUrl,
       proxyUrl: proxy.url,
-      runtime,
+      node: startedNode,
       ledger,
       runner,
       app,
@@ -148,21 +139,18 @@ export async function startGatewayStack(databaseUrl: string, customerCount: numb
       },
       async close() {
         await proxy.close();
-        await startedAgent.close();
+        // The node goes first: its heartbeats would otherwise meet a closed gateway.
+        await startedNode.close();
         await app.close();
         await runner.stop();
         await ledger.close();
-        await runtime.close();
-        await rm(nodeDir, { recursive: true, force: true });
       },
     };
   } catch (error) {
-    await agent?.close();
+    await node?.close();
     await app.close();
     await runner.stop();
     await ledger.close();
-    await runtime.close();
-    await rm(nodeDir, { recursive: true, force: true });
     throw error;
   }
 }
