@@ -9,7 +9,8 @@ const hashLength = 32;
 /** Hashes per storage chunk (1 MiB); chunks are never moved, so a long log never copies its leaves. */
 const chunkCapacity = 1 << 15;
 
-class HashLevel {
+/** 32-byte hashes by index, in chunks; also what the audit keeps each leaf's receipt hash in. */
+export class HashLevel {
   private readonly chunks: Uint8Array[] = [];
   length = 0;
 
@@ -43,6 +44,11 @@ export class AuditTree {
 
   get size(): number {
     return this.levels[0]!.length;
+  }
+
+  /** The hash of leaf `index`, as appended. */
+  leaf(index: number): Uint8Array {
+    return this.levels[0]!.at(index);
   }
 
   append(leafHash: Uint8Array): void {

@@ -5,7 +5,7 @@ import { Findings, isRecord, show, type EventContext, type Finding } from './fin
 import { MoneyAudit } from './moneyAudit.ts';
 import { PayoutAudit } from './payoutAudit.ts';
 import { ReceiptAudit } from './receiptAudit.ts';
-import { TransparencyAudit } from './transparencyAudit.ts';
+import { TransparencyAudit, type TransparencyRecord } from './transparencyAudit.ts';
 import { summarise, type AuditSummary, type StateSnapshot } from './summary.ts';
 
 /**
@@ -113,6 +113,11 @@ export class LedgerAudit {
     return this.snapshots.get(position);
   }
 
+  /** Every leaf and checkpoint as recomputed so far; a snapshot says how many of each it covers. */
+  get transparencyLog(): TransparencyRecord {
+    return this.transparency;
+  }
+
   /** Resolves once the signature queue has room; call it between chunks of input. */
   ready(): Promise<void> {
     return this.signatures.ready();
@@ -208,6 +213,7 @@ export class LedgerAudit {
       jobTotals: structuredClone(this.receipts.jobTotals),
       nodes: new Map([...this.receipts.nodes].map(([nodeId, totals]) => [nodeId, { ...totals }])),
       receipts: this.receipts.receipts,
+      transparency: { leaves: this.transparency.tree.size, checkpoints: this.transparency.checkpoints },
     };
   }
 }

@@ -1,16 +1,18 @@
 import type pg from 'pg';
 import type { LedgerAudit } from './ledgerAudit.ts';
 import type { StateSnapshot } from './summary.ts';
+import { compareTransparency } from './transparencyCompare.ts';
 
 /**
  * The read models an auditor relies on, against the state the audit recomputed from the log at
  * each projection's checkpoint: customer balances, every ledger account, the receipts table per
- * node (count, debited, payout), the jobs table per billing status, and the payout rows per node and
- * the treasury's capture totals (customer debits, node payouts, protocol fees). Every difference becomes a
+ * node (count, debited, payout), the jobs table per billing status, the payout rows per node and
+ * the treasury's capture totals (customer debits, node payouts, protocol fees), and the transparency
+ * log's leaves and checkpoints row by row (src/audit/transparencyCompare.ts). Every difference becomes a
  * `projection.<table>` finding, listed rather than summed up.
  */
 
-export const comparedProjections = ['customer_balances', 'ledger_accounts', 'jobs', 'payouts'] as const;
+export const comparedProjections = ['customer_balances', 'ledger_accounts', 'jobs', 'payouts', 'transparency'] as const;
 type ComparedProjection = (typeof comparedProjections)[number];
 
 export interface ProjectionCheckpoint {
@@ -44,10 +46,13 @@ export async function compareProjections(client: pg.PoolClient, checkpoints: rea
     if (checkpoint.name === 'ledger_accounts') await compareAccounts(client, snapshot, differ);
     if (checkpoint.name === 'jobs') await compareJobs(client, snapshot, differ);
     if (checkpoint.name === 'payouts') await comparePayouts(client, snapshot, differ);
+    if (checkpoint.name === 'transparency') {
+      await compareTransparency(client, { position: checkpoint.position, ...snapshot.transparency }, audit.transparencyLog, differ);
+    }
   }
 }
 
-type Differ = (check: string, expected: string, found: string) => void;
+export type Differ = (check: string, expected: string, found: string) => void;
 
 async function compareBalances(client: pg.PoolClient, snapshot: StateSnapshot, differ: Differ): Promise<void> {
   const rows = await client.query<{ customer_id: string; available: string; reserved: string; balance: string }>(

@@ -39,6 +39,8 @@ export interface StateSnapshot {
   jobTotals: StatusTotals;
   nodes: Map<string, NodeTotals>;
   receipts: number;
+  /** How many leaves and checkpoints the log held there (their contents stay in the audit's record). */
+  transparency: { leaves: number; checkpoints: number };
 }
 
 interface Parts {

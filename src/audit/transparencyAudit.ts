@@ -1,7 +1,7 @@
 import { noteKeyHash, parseCheckpoint, verifyCheckpointWith, MalformedNoteError } from '../transparency/portableCheckpoint.ts';
 import type { AuditCrypto } from './auditCrypto.ts';
-import { AuditTree } from './auditTree.ts';
-import { bytesToHex, decodeBase64url, hexToBytes, keyIdPattern } from './encoding.ts';
+import { AuditTree, HashLevel } from './auditTree.ts';
+import { bytesToHex, decodeBase64url, hexToBytes, keyIdPattern, utf8Encoder } from './encoding.ts';
 import { readCount, readHash, readPattern, readText, show, type EventContext } from './findings.ts';
 import type { AcceptedReceipt } from './receiptAudit.ts';
 
@@ -16,19 +16,67 @@ import type { AcceptedReceipt } from './receiptAudit.ts';
 
 export const transparencyStream = 'transparency-log';
 
-export class TransparencyAudit {
+/** What a row of the transparency projection should hold for one leaf, as the audit recomputed it. */
+export interface ExpectedLeaf {
+  receiptHash: string;
+  leafHash: string;
+  acceptedPosition: number;
+  /** The position of the ReceiptLogged event. */
+  position: number;
+}
+
+/** What a row of the transparency projection should hold for one checkpoint. */
+export interface ExpectedCheckpoint {
+  treeSize: number;
+  /** The root the audit recomputed from the leaves, or the event's when its size is past them. */
+  rootHash: string;
+  /** SHA-256 of the note's UTF-8 bytes: notes are compared by digest, so none is held in memory. */
+  noteSha256: string;
+  position: number;
+}
+
+/** The leaves and checkpoints in log order, for src/audit/transparencyCompare.ts. */
+export interface TransparencyRecord {
+  loggedLeaf(index: number): ExpectedLeaf;
+  publishedCheckpoint(index: number): ExpectedCheckpoint;
+}
+
+export class TransparencyAudit implements TransparencyRecord {
   readonly tree: AuditTree;
   /** Accepted receipts not logged yet: the sequencer appends leaves some time after acceptance. */
   private pending: AcceptedReceipt[] = [];
   private pendingStart = 0;
   private previous: { treeSize: number; origin: string; position: number } | null = null;
-  checkpoints = 0;
+  /** Per leaf, beside its hash in the tree: 48 bytes a leaf, in chunks like the tree's. */
+  private readonly receiptHashes = new HashLevel();
+  private readonly acceptedPositions: number[] = [];
+  private readonly leafPositions: number[] = [];
+  private readonly published: ExpectedCheckpoint[] = [];
 
   constructor(
     private readonly crypto: AuditCrypto,
     private readonly ledgerKey: () => { publicKey: string; keyId: string } | null,
   ) {
     this.tree = new AuditTree(crypto.nodeHash, hexToBytes(crypto.sha256Hex(new Uint8Array(0))));
+  }
+
+  get checkpoints(): number {
+    return this.published.length;
+  }
+
+  loggedLeaf(index: number): ExpectedLeaf {
+    return {
+      receiptHash: bytesToHex(this.receiptHashes.at(index)),
+      leafHash: bytesToHex(this.tree.leaf(index)),
+      acceptedPosition: this.acceptedPositions[index]!,
+      position: this.leafPositions[index]!,
+    };
+  }
+
+  publishedCheckpoint(index: number): ExpectedCheckpoint {
+    const checkpoint = this.published[index];
+    if (checkpoint === undefined) throw new Error(`Invariant violated: no checkpoint number ${index} in the log`);
+    return checkpoint;
   }
 
   get unlogged(): number {
@@ -61,7 +109,7 @@ export class TransparencyAudit {
     const expected = this.pending[this.pendingStart];
     if (expected === undefined) {
       context.fail('transparency.leaf', 'an accepted receipt not yet logged', `a leaf for ${receiptHash} with none waiting`);
-      this.tree.append(hexToBytes(leafHash));
+      this.log(receiptHash, hexToBytes(leafHash), Number(acceptedPosition), context.position);
       return;
     }
     this.pendingStart += 1;
@@ -79,7 +127,14 @@ export class TransparencyAudit {
     const wrong = terms.find(([, want, found]) => want !== found);
     if (wrong !== undefined) context.fail('transparency.leaf', `${wrong[0]} ${wrong[1]} (leaf ${this.tree.size}, receipt at ${expected.position})`, wrong[2]);
     // The tree grows by what the leaf should be: the receipt's own bytes decide the roots.
-    this.tree.append(expected.leafHash);
+    this.log(expected.receiptHash, expected.leafHash, expected.position, context.position);
+  }
+
+  private log(receiptHash: string, leafHash: Uint8Array, acceptedPosition: number, position: number): void {
+    this.tree.append(leafHash);
+    this.receiptHashes.push(hexToBytes(receiptHash));
+    this.acceptedPositions.push(acceptedPosition);
+    this.leafPositions.push(position);
   }
 
   private checkpoint(context: EventContext): void {
@@ -89,16 +144,17 @@ export class TransparencyAudit {
     const keyId = readPattern(context, 'key_id', keyIdPattern, 'ed25519:<16 hex>');
     const note = readText(context, 'note');
     if (treeSize === undefined || rootHash === undefined || keyName === undefined || keyId === undefined || note === undefined) return;
-    this.checkpoints += 1;
+    const root = treeSize <= this.tree.size ? bytesToHex(this.tree.root(treeSize)) : null;
+    const noteSha256 = this.crypto.sha256Hex(utf8Encoder.encode(note));
+    this.published.push({ treeSize, rootHash: root ?? rootHash, noteSha256, position: context.position });
     const ledger = this.ledgerKey();
     if (ledger === null) return context.fail('checkpoint.signature', 'a ledger key to check checkpoints with', 'none given');
     if (keyId !== ledger.keyId) context.fail('checkpoint.key', `ledger key ${ledger.keyId}`, keyId);
     const origin = this.verifyNote(context, note, keyName, ledger.publicKey, treeSize, rootHash);
-    if (treeSize > this.tree.size) {
+    if (root === null) {
       context.fail('checkpoint.size', `a tree size of at most the ${this.tree.size} leaves logged before it`, String(treeSize));
-    } else {
-      const root = bytesToHex(this.tree.root(treeSize));
-      if (root !== rootHash) context.fail('checkpoint.root', `root ${root} of the first ${treeSize} leaves`, rootHash);
+    } else if (root !== rootHash) {
+      context.fail('checkpoint.root', `root ${root} of the first ${treeSize} leaves`, rootHash);
     }
     const previous = this.previous;
     if (previous !== null && treeSize < previous.treeSize) {
