@@ -3,7 +3,7 @@ import { DomainError } from '../errors.ts';
 import { customerStreamName, parseCustomerAccountEvent, type CustomerAccountEvent } from '../events/customerAccount.ts';
 import type { JsonObject } from '../eventStore/port.ts';
 import { formatWei } from '../money.ts';
-import { handleCommand, loadAggregateState, type CommandContext, type CommandOutcome, type CommandSpec } from './handleCommand.ts';
+import { bindCommand, handleCommand, loadAggregateState, type BoundCommand, type CommandContext, type CommandOutcome, type CommandSpec } from './handleCommand.ts';
 
 export type CustomerAccountContext = CommandContext<CustomerAccountState>;
 
@@ -63,6 +63,11 @@ export function executeAccountCommand(
   command: CustomerAccountCommand,
 ): Promise<CommandOutcome<CustomerAccountState>> {
   return handleCommand(context, customerAccountSpec, command);
+}
+
+/** An account command to decide together with another aggregate's (handleCommandsTogether). */
+export function accountCommand(context: CustomerAccountContext, command: CustomerAccountCommand): BoundCommand<CustomerAccountState> {
+  return bindCommand(context, customerAccountSpec, command);
 }
 
 export function readAccountState(context: CustomerAccountContext, customerId: string): Promise<CustomerAccountState> {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { canonicalJson } from '../canonicalJson.ts';
 import type { Decider } from '../deciders/decider.ts';
 import { DomainError, invariant } from '../errors.ts';
-import { EventIdReused, VersionConflict, type EventStore, type JsonObject, type StoredEvent } from '../eventStore/port.ts';
+import { EventIdReused, VersionConflict, type AppendResult, type EventStore, type JsonObject, type NewEvent, type StoredEvent } from '../eventStore/port.ts';
 import { AggregateCache } from './aggregateCache.ts';
 import type { StreamLocks } from './streamLocks.ts';
 
@@ -46,72 +46,177 @@ export function operationEventId(streamName: string, operationKey: string, index
  * operation, so an operation already in the log is answered from the log, which makes every
  * command safe to retry.
  */
-export function handleCommand<Command, Event extends { type: string; data: JsonObject }, State>(
+export async function handleCommand<Command, Event extends { type: string; data: JsonObject }, State>(
   context: CommandContext<State>,
   spec: CommandSpec<Command, Event, State>,
   command: Command,
 ): Promise<CommandOutcome<State>> {
-  const streamName = spec.streamName(command);
-  if (context.locks === undefined) return decideAndAppend(context, spec, command, streamName);
-  return context.locks.run(streamName, () => decideAndAppend(context, spec, command, streamName));
+  const [outcome] = await handleCommandsTogether(bindCommand(context, spec, command));
+  return outcome;
 }
 
-async function decideAndAppend<Command, Event extends { type: string; data: JsonObject }, State>(
-  context: CommandContext<State>,
-  spec: CommandSpec<Command, Event, State>,
-  command: Command,
-  streamName: string,
-): Promise<CommandOutcome<State>> {
-  const operationKey = spec.operationKey(command);
-  const intentHash = createHash('sha256').update(canonicalJson(spec.intent(command))).digest('hex');
-  // An operation already in the log is recognised by its event ids. Looking them up costs a query,
-  // so it is done only when the decision or the append says something may already have happened:
-  // a refusal, a replayed append, or an id stored with other content.
-  const earlier = () => findOperation(context, spec, command, streamName, operationKey, intentHash);
+/**
+ * Commands on distinct streams decided together and appended in one atomic append: every one
+ * of them takes effect or none does (a reservation and the job it pays for, a capture and the
+ * job's settlement). Each stream's lock is taken in name order, so two groups never wait on each
+ * other. A refusal of any command refuses the group.
+ */
+export async function handleCommandsTogether<const Parts extends readonly BoundCommand<unknown>[]>(
+  ...parts: Parts
+): Promise<{ [Index in keyof Parts]: Parts[Index] extends BoundCommand<infer State> ? CommandOutcome<State> : never }> {
+  invariant(parts.length > 0, 'at least one command');
+  invariant(new Set(parts.map((part) => part.streamName)).size === parts.length, 'one command per stream');
+  invariant(
+    parts.every((part) => part.store === parts[0]!.store),
+    'commands decided together share one event store',
+  );
+  const ordered = [...parts].sort((a, b) => (a.streamName < b.streamName ? -1 : 1));
+  const locked = ordered.reduceRight<() => Promise<CommandOutcome<unknown>[]>>(
+    (inner, part) => (part.locks === undefined ? inner : () => part.locks!.run(part.streamName, inner)),
+    () => decideAndAppend(parts),
+  );
+  return (await locked()) as { [Index in keyof Parts]: Parts[Index] extends BoundCommand<infer State> ? CommandOutcome<State> : never };
+}
+
+async function decideAndAppend(parts: readonly BoundCommand<unknown>[]): Promise<CommandOutcome<unknown>[]> {
+  const store = parts[0]!.store;
   for (let attempt = 1; attempt <= maxAttempts; attempt += 1) {
-    // 1. Load the state as of the stream's last version.
-    const { version, state } = await loadState(context, spec, streamName);
-    // 2. Decide. A refusal may be a retry whose original already changed the state: that is a replay.
-    let decided: Event[];
+    // 1–2. Load and decide. The first attempt trusts the cached state: an append decided on a
+    //      stale cache loses at the version check and is decided again on what the log holds.
+    //      A refusal or a no-op from the cache is checked against the log before it is believed.
+    let decisions: Decision<unknown>[];
     try {
-      decided = spec.decider.decide(command, state);
+      decisions = [];
+      for (const part of parts) decisions.push(await part.decide(attempt === 1));
     } catch (error) {
-      if (!(error instanceof DomainError)) throw error;
-      const replay = await earlier();
+      if (error instanceof StaleCache) continue;
+      if (!(error instanceof RefusedByDecider)) throw error;
+      // A refusal may be a retry whose original already changed the state: that is a replay.
+      const replay = await earlierOutcomes(parts);
       if (replay !== null) return replay;
-      throw error;
+      throw error.refusal;
     }
-    invariant(decided.length <= maxEventsPerCommand, 'a command yields at most 16 events');
+    if (decisions.some((decision) => decision.fromCache && decision.events.length === 0)) continue;
+    const appending = decisions.filter((decision) => decision.events.length > 0);
     // Deciding nothing is an outcome (the command was already satisfied), not an error.
-    if (decided.length === 0) return { events: [], state, replayed: true, lastPosition: 0n };
-    // 3. Enrich with deterministic ids and the operation's metadata, then append.
-    const events = decided.map((event, index) => ({
-      eventId: operationEventId(streamName, operationKey, index),
-      type: event.type,
-      data: event.data,
-      metadata: { operation: operationKey, intent_hash: intentHash },
-    }));
+    if (appending.length === 0) return decisions.map((decision) => ({ events: [], state: decision.state, replayed: true, lastPosition: 0n }));
+    // 3. Append the decided events, enriched with deterministic ids, in one atomic append.
     try {
-      const result = await context.store.append(streamName, events, { expectedVersion: version });
-      if (result.replayed) {
-        const replay = await earlier();
+      const streams = appending.map((decision) => ({ streamName: decision.part.streamName, events: decision.events, expectedVersion: decision.version }));
+      const results =
+        streams.length === 1
+          ? [await store.append(streams[0]!.streamName, streams[0]!.events, { expectedVersion: streams[0]!.expectedVersion })]
+          : await store.appendMulti(streams);
+      if (results.every((result) => result.replayed)) {
+        const replay = await earlierOutcomes(parts);
         if (replay !== null) return replay;
         continue;
       }
-      const nextState = decided.reduce(spec.decider.evolve, state);
-      context.cache.set(streamName, result.nextStreamVersion, nextState);
-      return { events: result.events, state: nextState, replayed: false, lastPosition: result.lastPosition };
+      return decisions.map((decision) => {
+        const result = results[appending.indexOf(decision)];
+        return result === undefined ? { events: [], state: decision.state, replayed: true, lastPosition: 0n } : decision.part.applied(decision, result);
+      });
     } catch (error) {
       if (error instanceof VersionConflict) continue;
       if (!(error instanceof EventIdReused)) throw error;
       // Ids already stored with other content: the same operation with details that vary (a
       // timestamp), or another operation under the key. The stored intent tells which.
-      const replay = await earlier();
+      const replay = await earlierOutcomes(parts);
       if (replay !== null) return replay;
-      throw spec.reusedKeyError(command);
+      throw appending[0]!.part.reusedKeyError();
     }
   }
-  throw new DomainError('version_conflict', `Too much contention on ${streamName}; retry the request`);
+  throw new DomainError('version_conflict', `Too much contention on ${parts.map((part) => part.streamName).join(', ')}; retry the request`);
+}
+
+/**
+ * The outcomes of a group already carried out, or null when it was not. Groups are appended
+ * atomically, so one command found in the log means the whole group is there.
+ */
+async function earlierOutcomes(parts: readonly BoundCommand<unknown>[]): Promise<CommandOutcome<unknown>[] | null> {
+  const found = [];
+  for (const part of parts) found.push(await part.earlier());
+  if (found.every((outcome) => outcome === null)) return null;
+  const outcomes: CommandOutcome<unknown>[] = [];
+  for (const [index, outcome] of found.entries()) {
+    outcomes.push(outcome ?? { events: [], state: await parts[index]!.currentState(), replayed: true, lastPosition: 0n });
+  }
+  return outcomes;
+}
+
+interface Decision<State> {
+  part: BoundCommand<State>;
+  version: bigint;
+  state: State;
+  /** The state came from this process's cache without asking the log. */
+  fromCache: boolean;
+  events: NewEvent[];
+  /** Folds the decided events into the state. */
+  evolve(state: State): State;
+}
+
+/** The cached state refused or had nothing to do: ask the log before believing it. */
+class StaleCache extends Error {}
+
+class RefusedByDecider extends Error {
+  constructor(readonly refusal: DomainError) {
+    super(refusal.message);
+  }
+}
+
+/** A command bound to its context and spec, so commands of different aggregates can be decided together. */
+export interface BoundCommand<State> {
+  readonly streamName: string;
+  readonly store: EventStore;
+  readonly locks: StreamLocks | undefined;
+  decide(trustCache: boolean): Promise<Decision<State>>;
+  applied(decision: Decision<State>, result: AppendResult): CommandOutcome<State>;
+  earlier(): Promise<CommandOutcome<State> | null>;
+  currentState(): Promise<State>;
+  reusedKeyError(): DomainError;
+}
+
+export function bindCommand<Command, Event extends { type: string; data: JsonObject }, State>(
+  context: CommandContext<State>,
+  spec: CommandSpec<Command, Event, State>,
+  command: Command,
+): BoundCommand<State> {
+  const streamName = spec.streamName(command);
+  const operationKey = spec.operationKey(command);
+  const intentHash = createHash('sha256').update(canonicalJson(spec.intent(command))).digest('hex');
+  const bound: BoundCommand<State> = {
+    streamName,
+    store: context.store,
+    locks: context.locks,
+    async decide(trustCache) {
+      const cached = trustCache ? context.cache.get(streamName) : undefined;
+      const { version, state } = cached ?? (await loadState(context, spec, streamName));
+      let decided: Event[];
+      try {
+        decided = spec.decider.decide(command, state);
+      } catch (error) {
+        if (!(error instanceof DomainError)) throw error;
+        throw cached === undefined ? new RefusedByDecider(error) : new StaleCache();
+      }
+      invariant(decided.length <= maxEventsPerCommand, 'a command yields at most 16 events');
+      const events = decided.map((event, index) => ({
+        eventId: operationEventId(streamName, operationKey, index),
+        type: event.type,
+        data: event.data,
+        metadata: { operation: operationKey, intent_hash: intentHash },
+      }));
+      return { part: bound, version, state, fromCache: cached !== undefined, events, evolve: (from) => decided.reduce(spec.decider.evolve, from) };
+    },
+    applied(decision, result) {
+      const nextState = decision.evolve(decision.state);
+      context.cache.set(streamName, result.nextStreamVersion, nextState);
+      return { events: result.events, state: nextState, replayed: false, lastPosition: result.lastPosition };
+    },
+    earlier: () => findOperation(context, spec, command, streamName, operationKey, intentHash),
+    currentState: async () => (await loadState(context, spec, streamName)).state,
+    reusedKeyError: () => spec.reusedKeyError(command),
+  };
+  return bound;
 }
 
 async function findOperation<Command, Event extends { type: string; data: JsonObject }, State>(
@@ -131,12 +236,18 @@ async function findOperation<Command, Event extends { type: string; data: JsonOb
   return { events: stored, state, replayed: true, lastPosition: stored[stored.length - 1]!.position };
 }
 
-/** The current state of one aggregate, through the same cache commands use. */
+/**
+ * The current state of one aggregate, through the same cache commands use. With `maxAgeMs`, a
+ * cached state that matched the log at most that long ago is taken without asking the log.
+ */
 export async function loadAggregateState<Command, Event extends { type: string; data: JsonObject }, State>(
   context: CommandContext<State>,
   spec: CommandSpec<Command, Event, State>,
   streamName: string,
+  options: { maxAgeMs?: number } = {},
 ): Promise<State> {
+  const cached = options.maxAgeMs === undefined ? undefined : context.cache.get(streamName);
+  if (cached !== undefined && performance.now() - cached.confirmedAt <= options.maxAgeMs!) return cached.state;
   return (await loadState(context, spec, streamName)).state;
 }
 

@@ -2,7 +2,7 @@ import { jobDecider, type JobCommand, type JobState } from '../deciders/job/deci
 import { DomainError } from '../errors.ts';
 import { jobStreamName, parseJobEvent, type JobEvent } from '../events/job.ts';
 import type { JsonObject } from '../eventStore/port.ts';
-import { handleCommand, loadAggregateState, type CommandContext, type CommandOutcome, type CommandSpec } from './handleCommand.ts';
+import { bindCommand, handleCommand, loadAggregateState, type BoundCommand, type CommandContext, type CommandOutcome, type CommandSpec } from './handleCommand.ts';
 
 export type JobContext = CommandContext<JobState>;
 
@@ -19,6 +19,11 @@ const jobSpec: CommandSpec<JobCommand, JobEvent, JobState> = {
 
 export function executeJobCommand(context: JobContext, command: JobCommand): Promise<CommandOutcome<JobState>> {
   return handleCommand(context, jobSpec, command);
+}
+
+/** A job command to decide together with another aggregate's (handleCommandsTogether). */
+export function jobCommand(context: JobContext, command: JobCommand): BoundCommand<JobState> {
+  return bindCommand(context, jobSpec, command);
 }
 
 export function readJobState(context: JobContext, jobId: string): Promise<JobState> {

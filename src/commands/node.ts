@@ -66,7 +66,13 @@ export function executeModelPriceCommand(context: ModelPriceContext, command: Mo
   return handleCommand(context, modelPriceSpec, command);
 }
 
-/** The model's current price list: quotes are money decisions, so they come from the aggregate. */
+/**
+ * How old a price this process has seen may be when it quotes a request. A price set through this
+ * process applies at once; one set through another process, within this time (docs/decisions.md).
+ */
+export const priceMaxAgeMs = 1_000;
+
+/** The model's current price list, from the aggregate: as of the log, or at most priceMaxAgeMs before. */
 export function readModelPrice(context: ModelPriceContext, modelId: string): Promise<ModelPriceState> {
-  return loadAggregateState(context, modelPriceSpec, modelStreamName(modelId));
+  return loadAggregateState(context, modelPriceSpec, modelStreamName(modelId), { maxAgeMs: priceMaxAgeMs });
 }

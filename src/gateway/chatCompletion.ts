@@ -1,11 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { canonicalJson } from '../canonicalJson.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { executeAccountCommand, type CustomerAccountContext } from '../commands/customerAccount.ts';
-import { executeJobCommand, readJobState, type JobContext } from '../commands/job.ts';
+import { accountCommand, type CustomerAccountContext } from '../commands/customerAccount.ts';
+import { handleCommandsTogether } from '../commands/handleCommand.ts';
+import { executeJobCommand, jobCommand, readJobState, type JobContext } from '../commands/job.ts';
+import type { CustomerAccountCommand } from '../deciders/customerAccount/decider.ts';
 import { readModelPrice, type ModelPriceContext } from '../commands/node.ts';
 import type { JobOutcome } from '../deciders/job/decider.ts';
-import { DomainError } from '../errors.ts';
+import { DomainError, invariant } from '../errors.ts';
 import type { GatewayPrincipal } from '../http/gatewayAuth.ts';
 import { formatWei } from '../money.ts';
 import { acceptance, countersign } from '../receipts/acceptance.ts';
@@ -133,33 +135,35 @@ export async function runChatCompletion(
   const idempotency = idempotencyKey === null ? null : await checkIdempotency(dependencies, customerId, request, idempotencyKey, connection);
   if (idempotency?.replayed === true) return;
   const job = await prepareJob(dependencies, principal, request, idempotency?.jobId ?? null);
-  // 1. Reserve the worst case; a short balance or an exhausted spend cap refuses the request
-  //    with nothing appended.
+  // 1. Reserve the worst case and record the job, in one append: a short balance or an exhausted
+  //    spend cap refuses the request with nothing appended, and so does a job id already taken,
+  //    which never touches the other job's reservation.
   const cap = principal.spendCap;
-  await executeAccountCommand(accounts, {
-    type: 'Reserve',
-    customerId,
-    jobId: job.jobId,
-    amountWei: job.quoteWei,
-    ...(cap === null ? {} : { spendCap: { keyId: principal.keyId, limitWei: cap.limitWei, windowSeconds: cap.windowSeconds, at: dependencies.now() } }),
-  });
-  // 2. Record the job. A duplicate job id loses here and never touches the other job's reservation.
-  await executeJobCommand(jobs, {
-    type: 'StartJob',
-    request: {
-      job_id: job.jobId,
-      customer_id: customerId,
-      key_id: principal.keyId,
-      model_id: job.modelId,
-      stream: request.stream === true,
-      max_tokens: job.maxTokens,
-      quoted_price_wei: formatWei(job.quoteWei),
-      policy_version: job.policyVersion,
-      ...job.pricing,
-      ...(idempotency === null ? {} : { request_sha256: idempotency.requestSha256 }),
-    },
-    attemptId: randomBytes(12).toString('hex'),
-  });
+  await handleCommandsTogether(
+    accountCommand(accounts, {
+      type: 'Reserve',
+      customerId,
+      jobId: job.jobId,
+      amountWei: job.quoteWei,
+      ...(cap === null ? {} : { spendCap: { keyId: principal.keyId, limitWei: cap.limitWei, windowSeconds: cap.windowSeconds, at: dependencies.now() } }),
+    }),
+    jobCommand(jobs, {
+      type: 'StartJob',
+      request: {
+        job_id: job.jobId,
+        customer_id: customerId,
+        key_id: principal.keyId,
+        model_id: job.modelId,
+        stream: request.stream === true,
+        max_tokens: job.maxTokens,
+        quoted_price_wei: formatWei(job.quoteWei),
+        policy_version: job.policyVersion,
+        ...job.pricing,
+        ...(idempotency === null ? {} : { request_sha256: idempotency.requestSha256 }),
+      },
+      attemptId: randomBytes(12).toString('hex'),
+    }),
+  );
   const recorded = idempotency === null ? null : recordResponse(connection.response, settings.maxResponseBytes);
   const aborted = new AbortController();
   connection.response.once('close', () => {
@@ -178,24 +182,28 @@ export async function runChatCompletion(
     nodeShareBps: settings.nodeShareBps,
   });
   let serving: Serving | null = null;
+  let charge: bigint | null = null;
+  let failed: { error: unknown } | null = null;
   try {
-    // 3. Dispatch to the best node, failing over while nothing has reached the client.
+    // 2. Dispatch to the best node, failing over while nothing has reached the client.
     serving = await dispatchAndServe(dependencies, job, request, connection, aborted.signal, outcome, dispatchTerms);
-    // 4. Settle: capture what an accepted receipt proves; anything else releases the reservation.
-    if (serving !== null) await settle(dependencies, customerId, job, serving.candidate, serving.served, outcome, dispatchTerms(serving.candidate));
+    // 3. Judge the receipt: only an accepted one is charged.
+    if (serving !== null) charge = judgeReceipt(dependencies, job, serving.candidate, serving.served, outcome, dispatchTerms(serving.candidate));
   } catch (error) {
     outcome.failure ??= error instanceof DomainError ? error.code : 'gateway_error';
-    if (!connection.tookOver()) throw error;
+    failed = { error };
+  }
+  // 4. Settle and finish the job in one append: capture what the accepted receipt proves, or
+  //    release everything.
+  try {
+    await settle(dependencies, customerId, job.jobId, outcome, charge);
+  } catch (error) {
+    failed ??= { error };
+  }
+  if (failed !== null) {
+    if (!connection.tookOver()) throw failed.error;
     if (!connection.response.destroyed) connection.response.destroy();
-  } finally {
-    if (outcome.receipt?.accepted !== true) {
-      await executeAccountCommand(accounts, { type: 'Release', customerId, jobId: job.jobId, reason: outcome.failure ?? 'no_accepted_receipt' }).catch(
-        (error: unknown) => {
-          if (!(error instanceof DomainError && error.code === 'reservation_already_resolved')) throw error;
-        },
-      );
-    }
-    await executeJobCommand(jobs, { type: 'FinishJob', jobId: job.jobId, outcome });
+    return;
   }
   // 5. Answer last, so everything the answer refers to (the receipt, the charge) is in the log.
   serving?.finish(outcome);
@@ -315,33 +323,28 @@ async function dispatchAndServe(
   }
 }
 
-async function settle(
+/**
+ * Checks the node's receipt against the terms of the dispatch and records the verdict in the
+ * outcome. Returns what the customer is to be charged: null unless the receipt is accepted.
+ */
+function judgeReceipt(
   dependencies: ChatDependencies,
-  customerId: string,
   job: PreparedJob,
   candidate: RouteCandidate,
   served: Served,
   outcome: JobOutcome,
   terms: DispatchTerms,
-): Promise<void> {
+): bigint | null {
   if (!served.complete) {
     outcome.failure = 'response_incomplete';
-    return;
+    return null;
   }
   const check = checkReceipt(served.signedReceipt, terms, served.usage);
   if (!check.ok) {
     outcome.receipt = { accepted: false, nodeId: candidate.nodeId, code: check.code, detail: check.detail };
-    return;
+    return null;
   }
   const signed = served.signedReceipt as { receipt_canonical: string; signature_ed25519: string; node_key_id: string; node_public_key: string };
-  await executeAccountCommand(dependencies.accounts, {
-    type: 'Capture',
-    customerId,
-    jobId: job.jobId,
-    costWei: check.debitedWei,
-    nodeId: candidate.nodeId,
-    nodeShareBps: dependencies.settings.nodeShareBps,
-  });
   const accepted = acceptance({
     receipt_hash: check.receiptHash,
     job_id: job.jobId,
@@ -363,6 +366,32 @@ async function settle(
       ledger_countersignature: countersign(dependencies.ledgerIdentity, accepted),
     },
   };
+  return check.debitedWei;
+}
+
+/**
+ * Resolves the reservation and finishes the job together. When the reservation was already
+ * resolved meanwhile (stale-reservation recovery released it), nothing is charged: the job is
+ * finished as failed, if recovery has not finished it already, and the error is passed on.
+ */
+async function settle(dependencies: ChatDependencies, customerId: string, jobId: string, outcome: JobOutcome, charge: bigint | null): Promise<void> {
+  const { accounts, jobs, settings } = dependencies;
+  const receipt = outcome.receipt;
+  invariant((receipt?.accepted === true) === (charge !== null), 'a charge exactly when the receipt is accepted');
+  const resolve: CustomerAccountCommand =
+    receipt?.accepted === true && charge !== null
+      ? { type: 'Capture', customerId, jobId, costWei: charge, nodeId: receipt.nodeId, nodeShareBps: settings.nodeShareBps }
+      : { type: 'Release', customerId, jobId, reason: outcome.failure ?? 'no_accepted_receipt' };
+  try {
+    await handleCommandsTogether(accountCommand(accounts, resolve), jobCommand(jobs, { type: 'FinishJob', jobId, outcome }));
+  } catch (error) {
+    if (!(error instanceof DomainError && error.code === 'reservation_already_resolved')) throw error;
+    const unpaid: JobOutcome = { ...outcome, receipt: null, failure: outcome.failure ?? error.code };
+    await executeJobCommand(jobs, { type: 'FinishJob', jobId, outcome: unpaid }).catch((finishing: unknown) => {
+      if (!(finishing instanceof DomainError && finishing.code === 'version_conflict')) throw finishing;
+    });
+    if (resolve.type === 'Capture') throw error;
+  }
 }
 
 function finalMetadata(outcome: JobOutcome, served: Served) {

@@ -1,0 +1,158 @@
+import t from 'tap';
+import { AggregateCache } from '../../src/commands/aggregateCache.ts';
+import { accountCommand, executeAccountCommand, readAccountState, type CustomerAccountContext } from '../../src/commands/customerAccount.ts';
+import { handleCommandsTogether } from '../../src/commands/handleCommand.ts';
+import { jobCommand, readJobState, type JobContext } from '../../src/commands/job.ts';
+import { StreamLocks } from '../../src/commands/streamLocks.ts';
+import type { JobCommand, JobState } from '../../src/deciders/job/decider.ts';
+import type { EventStore } from '../../src/eventStore/port.ts';
+import { domainErrorCode, freshContext, openLedger, SpyingStore, startServer } from '../support/ledger.ts';
+
+/**
+ * Commands of two aggregates decided together and appended atomically, as the gateway reserves
+ * and starts a job, then settles and finishes it: both take effect, or neither does.
+ */
+
+const server = await startServer(t);
+const url = await server.createDatabase();
+const ledger = await openLedger(t, url);
+const store = ledger.store;
+
+function contexts(eventStore: EventStore = store): { accounts: CustomerAccountContext; jobs: JobContext } {
+  return { accounts: { ...freshContext(eventStore), locks: new StreamLocks() }, jobs: { store: eventStore, cache: new AggregateCache<JobState>(), locks: new StreamLocks() } };
+}
+
+const start = (jobId: string, customerId: string, attemptId = `attempt-${jobId}`): JobCommand => ({
+  type: 'StartJob',
+  request: {
+    job_id: jobId,
+    customer_id: customerId,
+    key_id: 'key-1',
+    model_id: 'model-1',
+    stream: false,
+    max_tokens: 16,
+    quoted_price_wei: '100',
+    policy_version: 'v1',
+    prompt_price_per_million_wei: '1',
+    completion_price_per_million_wei: '1',
+  },
+  attemptId,
+});
+
+async function funded(customerId: string, amountWei: bigint, context: CustomerAccountContext): Promise<void> {
+  await executeAccountCommand(context, { type: 'CreateCustomer', customerId });
+  await executeAccountCommand(context, { type: 'Deposit', customerId, reference: `ref-${customerId}`, amountWei });
+}
+
+async function available(customerId: string): Promise<bigint> {
+  const state = await readAccountState(freshContext(store), customerId);
+  if (state.status !== 'open') throw new Error('expected an open account');
+  return state.availableWei;
+}
+
+t.test('a reservation and the job it pays for are appended together, at consecutive positions', async (t) => {
+  const { accounts, jobs } = contexts();
+  await funded('both-1', 1_000n, accounts);
+  const head = await store.headPosition();
+  const [reserved, started] = await handleCommandsTogether(
+    accountCommand(accounts, { type: 'Reserve', customerId: 'both-1', jobId: 'job-both-1', amountWei: 100n }),
+    jobCommand(jobs, start('job-both-1', 'both-1')),
+  );
+  t.same(
+    [...reserved.events, ...started.events].map((event) => [event.position, event.type]),
+    [
+      [head + 1n, 'FundsReserved'],
+      [head + 2n, 'JobRequested'],
+    ],
+  );
+  t.equal(reserved.state.status === 'open' && reserved.state.reservedWei, 100n, 'each outcome carries its own aggregate state');
+  t.equal(started.state.status, 'started');
+  t.equal(await available('both-1'), 900n);
+});
+
+t.test('a refusal of either command appends nothing for both', async (t) => {
+  const { accounts, jobs } = contexts();
+  await funded('refuse-1', 1_000n, accounts);
+  await handleCommandsTogether(
+    accountCommand(accounts, { type: 'Reserve', customerId: 'refuse-1', jobId: 'job-refuse-1', amountWei: 100n }),
+    jobCommand(jobs, start('job-refuse-1', 'refuse-1')),
+  );
+  const head = await store.headPosition();
+  const jobTaken = handleCommandsTogether(
+    accountCommand(accounts, { type: 'Reserve', customerId: 'refuse-1', jobId: 'job-refuse-2', amountWei: 100n }),
+    jobCommand(jobs, start('job-refuse-1', 'refuse-1', 'another-attempt')),
+  );
+  t.equal(await domainErrorCode(jobTaken), 'idempotency_key_in_use', 'the job id is taken');
+  const tooMuch = handleCommandsTogether(
+    accountCommand(accounts, { type: 'Reserve', customerId: 'refuse-1', jobId: 'job-refuse-3', amountWei: 10_000n }),
+    jobCommand(jobs, start('job-refuse-3', 'refuse-1')),
+  );
+  t.equal(await domainErrorCode(tooMuch), 'insufficient_balance');
+  t.equal(await store.headPosition(), head, 'nothing appended');
+  t.equal(await available('refuse-1'), 900n, 'the refused reservation holds nothing');
+  t.equal((await readJobState(contexts().jobs, 'job-refuse-3')).status, 'absent', 'and the refused job does not exist');
+});
+
+t.test('the same group again is a replay that appends nothing', async (t) => {
+  const { accounts, jobs } = contexts();
+  await funded('replay-1', 1_000n, accounts);
+  const group = () =>
+    handleCommandsTogether(
+      accountCommand(accounts, { type: 'Reserve', customerId: 'replay-1', jobId: 'job-replay-1', amountWei: 100n }),
+      jobCommand(jobs, start('job-replay-1', 'replay-1')),
+    );
+  const first = await group();
+  const head = await store.headPosition();
+  const again = await group();
+  t.same(again.map((outcome) => outcome.replayed), [true, true]);
+  t.same(again.map((outcome) => outcome.events.map((event) => event.eventId)), first.map((outcome) => outcome.events.map((event) => event.eventId)));
+  t.equal(await store.headPosition(), head);
+  t.equal(await available('replay-1'), 900n, 'reserved once');
+});
+
+t.test('a group decided on a stale cache loses at the version check and is decided again on the log', async (t) => {
+  const spy = new SpyingStore(store);
+  const first = contexts(spy);
+  const second = contexts((await openLedger(t, url)).store);
+  await funded('stale-1', 100n, first.accounts);
+  // The first process's cache says 100 wei are available; another process spends them.
+  await executeAccountCommand(second.accounts, { type: 'Reserve', customerId: 'stale-1', jobId: 'job-elsewhere', amountWei: 100n });
+  const head = await store.headPosition();
+  const refused = handleCommandsTogether(
+    accountCommand(first.accounts, { type: 'Reserve', customerId: 'stale-1', jobId: 'job-stale-1', amountWei: 100n }),
+    jobCommand(first.jobs, start('job-stale-1', 'stale-1')),
+  );
+  t.equal(await domainErrorCode(refused), 'insufficient_balance');
+  t.equal(spy.versionConflicts, 1, 'the stale decision was refused by the store');
+  t.equal(await store.headPosition(), head, 'and nothing of it was written');
+});
+
+t.test('groups that name the same streams in opposite orders never wait on each other', async (t) => {
+  const { accounts } = contexts();
+  await funded('order-a', 1_000n, accounts);
+  await funded('order-b', 1_000n, accounts);
+  const deposits = Array.from({ length: 20 }, (_, index) => {
+    const [one, two] = index % 2 === 0 ? ['order-a', 'order-b'] : ['order-b', 'order-a'];
+    return handleCommandsTogether(
+      accountCommand(accounts, { type: 'Deposit', customerId: one, reference: `d-${index}`, amountWei: 1n }),
+      accountCommand(accounts, { type: 'Deposit', customerId: two, reference: `d-${index}`, amountWei: 1n }),
+    );
+  });
+  const outcomes = await Promise.race([
+    Promise.all(deposits),
+    new Promise<'stuck'>((resolve) => setTimeout(() => resolve('stuck'), 20_000).unref()),
+  ]);
+  t.not(outcomes, 'stuck', 'all twenty groups finished');
+  t.same([await available('order-a'), await available('order-b')], [1_020n, 1_020n]);
+});
+
+t.test('a command appears once per group', async (t) => {
+  const { accounts } = contexts();
+  await t.rejects(
+    handleCommandsTogether(
+      accountCommand(accounts, { type: 'Deposit', customerId: 'twice', reference: 'a', amountWei: 1n }),
+      accountCommand(accounts, { type: 'Deposit', customerId: 'twice', reference: 'b', amountWei: 1n }),
+    ),
+    /one command per stream/,
+  );
+});
