@@ -45,7 +45,10 @@ export interface RecoveryReport {
   stale: StaleReservation[];
   /** Released by this run (empty on a dry run). */
   released: string[];
-  /** Selected, but resolved by someone else before this run got to them. */
+  /**
+   * Selected, but resolved another way: by someone else before this run got to them, or (a private
+   * job whose node's verified result is in the log) settled through the job's own flow.
+   */
   already_resolved: string[];
 }
 
@@ -125,7 +128,8 @@ export async function recoverStaleReservations(
   for (const reservation of stale) {
     const { job_id: jobId, customer_id: customerId } = reservation;
     const release = () => releaseReservation(dependencies.accounts, customerId, jobId);
-    // A private job is given up through its own flow, which also ends it; a hosted one is failed here.
+    // A private job is given up (or, holding its node's result, settled) through its own flow, which
+    // also ends it; a hosted one is failed here.
     const done =
       reservation.kind === 'private'
         ? await giveUpPrivateJob(dependencies.privateJobFlows, jobId, release)

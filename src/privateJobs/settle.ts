@@ -119,12 +119,21 @@ function acceptedOutcome(env: PrivateJobEnvironment, terms: QueuedTerms, result:
 /**
  * Stale-reservation recovery of a private job. The control plane gives the job up first
  * (`reservation_released`), so a result the node posts later is refused; then the reservation is
- * released and the job stream ends as failed. Returns false when the job had already ended, in
- * which case nothing is done here.
+ * released and the job stream ends as failed. Returns true when it released the reservation, false
+ * when the job had already ended or was settled instead.
+ *
+ * A job awaiting its receipt already holds its node's verified result and receipt in the log; only
+ * the capture after it is missing (a crash). It is settled as the sweeper would settle it: giving it
+ * up would hand the customer a readable answer for nothing and leave the node unpaid for work its
+ * signed receipt proves.
  */
 export async function giveUpPrivateJob(env: PrivateJobEnvironment, jobId: string, release: () => Promise<boolean>): Promise<boolean> {
   const state = await readPrivateJobState(env.services.jobs, jobId);
   if (state.status === 'absent') return false;
+  if (state.status === 'awaiting-receipt' && state.result !== null) {
+    await settleResult(env, state.terms, state.result);
+    return false;
+  }
   try {
     await executePrivateJobCommand(env.services.jobs, {
       type: 'FailPrivateJob', jobId, nodeId: null, commandId: null, reason: 'reservation_released', failedAt: env.now().toISOString(),

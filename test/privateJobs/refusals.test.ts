@@ -1,16 +1,24 @@
-import { createHash } from 'node:crypto';
 import t, { type Test } from 'tap';
 import { executePrivateJobCommand } from '../../src/privateJobs/commands.ts';
-import type { ClaimView } from '../../src/privateJobs/schemas.ts';
 import { encodeBase64url, generateX25519SecretKey, openRequest, sealResponse, transportKeyId, x25519PublicKey } from '../../src/privateJobs/transport.ts';
 import { generateIdentity } from '../../src/receipts/ed25519.ts';
 import { signReceipt, type Receipt } from '../../src/receipts/receipt.ts';
 import { signDocument } from '../../src/receipts/signedDocument.ts';
-import { buildReceipt } from '../../src/hostAgent/receipts.ts';
 import { enrollNode, heartbeatBody, profile } from '../support/nodeClient.ts';
 import { startEmbeddedPostgres } from '../support/postgres.ts';
 import { eventually } from '../support/waiting.ts';
-import { account, adminToken, devModel, fundedCustomer, jobBody, scriptedNode, sealFor, startPrivateLedger, type ScriptedNode } from './support.ts';
+import {
+  account,
+  adminToken,
+  devModel,
+  fundedCustomer,
+  jobBody,
+  queueAndClaim as queueAndClaimWith,
+  receiptFor,
+  scriptedNode,
+  sealFor,
+  startPrivateLedger,
+} from './support.ts';
 
 /**
  * Everything a private job refuses, and when: bad bodies before any money moves, business refusals
@@ -137,30 +145,8 @@ t.test('a node, key, model, price or balance that cannot serve the job is a stab
 });
 
 /** Polls, claims, and returns the claim; the scripted node opens the request as a host agent would. */
-async function queueAndClaim(customer: { headers: Record<string, string> }, scripted: ScriptedNode = node) {
-  const sealed = await sealFor(app, scripted.nodeId, request);
-  const queued = await post(customer, jobBody(scripted.nodeId, sealed.envelope));
-  if (queued.statusCode !== 202) throw new Error(queued.body);
-  const poll = await scripted.send(`/v1/nodes/${scripted.nodeId}/commands/poll`, scripted.request('poll', { wait_ms: 0, limit: 16 }));
-  const command = poll.json().commands.find((entry: { job_id: string }) => entry.job_id === queued.json().job_id);
-  const claimed = await scripted.send(`/v1/nodes/${scripted.nodeId}/commands/${command.command_id}/claim`, scripted.request('claim', { command_id: command.command_id, job_id: command.job_id }));
-  if (claimed.statusCode !== 200) throw new Error(claimed.body);
-  return { sealed, claim: claimed.json() as ClaimView };
-}
-
-function receiptFor(claim: ClaimView, usage: Receipt['usage'], answer: Buffer, overrides: Partial<Receipt> = {}): Receipt {
-  const receipt = buildReceipt({
-    dispatch: { job_id: claim.job_id, node_id: claim.node_id, model_id: claim.model_id, policy_version: claim.policy_version, pricing: claim.pricing, quoted_price_wei: claim.quoted_price_wei, reserved_price_wei: claim.reserved_price_wei, node_share_bps: claim.node_share_bps },
-    nodeId: claim.node_id,
-    runtimeKind: 'openai',
-    stream: false,
-    usage,
-    startedAt: new Date(),
-    completedAt: new Date(),
-    requestSha256: 'a'.repeat(64),
-    responseSha256: createHash('sha256').update(answer).digest('hex'),
-  });
-  return { ...receipt, ...overrides };
+function queueAndClaim(customer: { headers: Record<string, string> }) {
+  return queueAndClaimWith(ledger, node, customer, request);
 }
 
 t.test('a node reads only its own claimed jobs; false results and receipts are refused with nothing appended', async (t) => {

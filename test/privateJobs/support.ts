@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,10 +11,13 @@ import { hashSecret } from '../../src/credentials/secrets.ts';
 import { openLedgerDatabase, type LedgerDatabase } from '../../src/db/ledgerDatabase.ts';
 import { startDevRuntime, type DevRuntime } from '../../src/devRuntime/server.ts';
 import { startHostAgent, type StartedHostAgent } from '../../src/hostAgent/agent.ts';
+import { buildReceipt } from '../../src/hostAgent/receipts.ts';
 import { buildApp, defaultSettings, type AppSettings } from '../../src/http/app.ts';
 import { createPrivateJobServices, type PrivateJobServices, type PrivateJobSettings } from '../../src/privateJobs/environment.ts';
+import type { ClaimView } from '../../src/privateJobs/schemas.ts';
 import { generateX25519SecretKey, sealRequest, x25519PublicKey, type Envelope } from '../../src/privateJobs/transport.ts';
 import { generateIdentity } from '../../src/receipts/ed25519.ts';
+import type { Receipt } from '../../src/receipts/receipt.ts';
 import { signDocument } from '../../src/receipts/signedDocument.ts';
 import { enrollNode, heartbeatBody, profile, type EnrolledNode } from '../support/nodeClient.ts';
 import type { TestPostgres } from '../support/postgres.ts';
@@ -216,4 +220,33 @@ export async function scriptedNode(ledger: PrivateLedger): Promise<ScriptedNode>
     }),
     send: (path, payload) => ledger.app.inject({ method: 'POST', url: path, payload: sign(payload) }),
   };
+}
+
+/** Queues `request` for the scripted node, which polls for it and claims it as a host agent would. */
+export async function queueAndClaim(ledger: PrivateLedger, scripted: ScriptedNode, customer: Pick<Customer, 'headers'>, request: unknown) {
+  const sealed = await sealFor(ledger.app, scripted.nodeId, request);
+  const queued = await ledger.app.inject({ method: 'POST', url: '/v1/private-inference/jobs', headers: customer.headers, payload: jobBody(scripted.nodeId, sealed.envelope) });
+  if (queued.statusCode !== 202) throw new Error(queued.body);
+  const poll = await scripted.send(`/v1/nodes/${scripted.nodeId}/commands/poll`, scripted.request('poll', { wait_ms: 0, limit: 16 }));
+  if (poll.statusCode !== 200) throw new Error(`poll: ${poll.body}`);
+  const command = poll.json().commands.find((entry: { job_id: string }) => entry.job_id === queued.json().job_id);
+  const claimed = await scripted.send(`/v1/nodes/${scripted.nodeId}/commands/${command.command_id}/claim`, scripted.request('claim', { command_id: command.command_id, job_id: command.job_id }));
+  if (claimed.statusCode !== 200) throw new Error(claimed.body);
+  return { sealed, claim: claimed.json() as ClaimView };
+}
+
+/** The receipt a host agent builds for a claimed job that answered `answer` with `usage`; sign it with signReceipt. */
+export function receiptFor(claim: ClaimView, usage: Receipt['usage'], answer: Buffer, overrides: Partial<Receipt> = {}): Receipt {
+  const receipt = buildReceipt({
+    dispatch: { job_id: claim.job_id, node_id: claim.node_id, model_id: claim.model_id, policy_version: claim.policy_version, pricing: claim.pricing, quoted_price_wei: claim.quoted_price_wei, reserved_price_wei: claim.reserved_price_wei, node_share_bps: claim.node_share_bps },
+    nodeId: claim.node_id,
+    runtimeKind: 'openai',
+    stream: false,
+    usage,
+    startedAt: new Date(),
+    completedAt: new Date(),
+    requestSha256: 'a'.repeat(64),
+    responseSha256: createHash('sha256').update(answer).digest('hex'),
+  });
+  return { ...receipt, ...overrides };
 }
