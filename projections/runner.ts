@@ -58,6 +58,9 @@ export class ProjectionRunner {
    */
   private async applyRange(projections: readonly Projection[], from: bigint, through: bigint, events: readonly StoredEvent[]): Promise<void> {
     await this.db.transaction().execute(async (transaction) => {
+      // Read models are rebuilt from the log, so their commits need not wait for the disk: a crash
+      // loses at most the last few batches, checkpoint included, and the runner applies them again.
+      await sql`SET LOCAL synchronous_commit = off`.execute(transaction);
       const checkpoints = await lockCheckpoints(transaction, projections);
       for (const projection of projections) {
         const checkpoint = checkpoints.get(projection.name) ?? 0n;

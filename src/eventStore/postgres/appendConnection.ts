@@ -21,13 +21,29 @@ export async function runInOrder(client: pg.ClientBase, pipelined: boolean, stat
     for (const statement of statements) results.push(await client.query(statement));
     return results;
   }
-  const settled = await Promise.allSettled(statements.map((statement) => client.query(statement)));
+  // pg writes each query to the socket as it is queued; corked, the group leaves in one write
+  // instead of one per statement (a system call that wakes the server each time).
+  const socket = socketOf(client);
+  socket?.cork();
+  let queued: Array<Promise<pg.QueryResult>>;
+  try {
+    queued = statements.map((statement) => client.query(statement));
+  } finally {
+    socket?.uncork();
+  }
+  const settled = await Promise.allSettled(queued);
   const results: pg.QueryResult[] = [];
   for (const outcome of settled) {
     if (outcome.status === 'rejected') throw outcome.reason;
     results.push(outcome.value);
   }
   return results;
+}
+
+/** The client's socket, as pg's own query code corks it; null when a client has none to show. */
+function socketOf(client: pg.ClientBase): { cork(): void; uncork(): void } | null {
+  const stream = (client as { connection?: { stream?: Partial<{ cork(): void; uncork(): void }> } }).connection?.stream;
+  return typeof stream?.cork === 'function' && typeof stream.uncork === 'function' ? (stream as { cork(): void; uncork(): void }) : null;
 }
 
 /**
