@@ -324,3 +324,26 @@ async function checkpointLockWaiters(ledger: LedgerDatabase): Promise<number> {
      WHERE datname = current_database() AND wait_event_type = 'Lock'`.execute(ledger.db);
   return result.rows[0]?.waiting ?? 0;
 }
+
+t.test('given a batch, when it is applied, then its transaction commits without waiting for the disk and appends still do', async (t) => {
+  const { ledger, execute } = await givenProjectedHistory(t);
+  const seen: string[] = [];
+  const observing = allProjections.map((projection): Projection =>
+    projection.name === 'customer_balances'
+      ? {
+          ...projection,
+          async apply(transaction, events) {
+            const setting = await sql<{ synchronous_commit: string }>`SHOW synchronous_commit`.execute(transaction);
+            seen.push(setting.rows[0]!.synchronous_commit);
+            await projection.apply(transaction, events);
+          },
+        }
+      : projection,
+  );
+  const runner = new ProjectionRunner(ledger.store, ledger.db, observing);
+  await execute([{ type: 'Deposit', customerId: 'carol', reference: 'c-async', amountWei: 1n }]);
+  await runner.catchUp();
+  t.same([...new Set(seen)], ['off'], 'the read models may lose their last batches in a crash; the runner applies them again');
+  const outside = await sql<{ synchronous_commit: string }>`SHOW synchronous_commit`.execute(ledger.db);
+  t.equal(outside.rows[0]!.synchronous_commit, 'on', 'the setting stays inside the runner\'s transaction');
+});
