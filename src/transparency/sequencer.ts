@@ -42,6 +42,7 @@ interface Waiter {
 const maxLeavesPerAppend = 1_000;
 const followBatchSize = 2_000;
 const maxAppendsPerTurn = 8;
+const initialBackoffMs = 100;
 const maxBackoffMs = 5_000;
 
 /**
@@ -74,13 +75,15 @@ export class TransparencyLog implements TransparencyProofs {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly waiters = new Set<Waiter>();
   private readonly now: () => number;
+  /** The back-off's wait; tests count and shorten it. */
+  private readonly sleep: (ms: number) => Promise<void>;
 
   constructor(
     private readonly store: EventStore,
     private readonly db: Kysely<ProjectionTables>,
     identity: NodeIdentity,
     private readonly settings: TransparencySettings,
-    private readonly options: { onError?: (error: Error) => void; now?: () => number } = {},
+    private readonly options: { onError?: (error: Error) => void; now?: () => number; sleep?: (ms: number) => Promise<void> } = {},
   ) {
     if (!isValidKeyName(settings.origin)) throw new TypeError('The transparency origin must be non-empty, without spaces, "+" or control characters');
     if (!Number.isSafeInteger(settings.checkpointEveryLeaves) || settings.checkpointEveryLeaves < 1) throw new TypeError('checkpointEveryLeaves must be a positive integer');
@@ -91,6 +94,7 @@ export class TransparencyLog implements TransparencyProofs {
     this.verifierKey = formatVerifierKey(settings.origin, identity.publicKeyRaw);
     this.signer = checkpointSignerFromIdentity(settings.origin, identity);
     this.now = options.now ?? Date.now;
+    this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }
 
   get tree(): MerkleTree {
@@ -167,21 +171,36 @@ export class TransparencyLog implements TransparencyProofs {
     return target === 0 ? null : this.state.checkpointSize;
   }
 
+  /**
+   * Reads the log and appends what it calls for. A failure (a lost connection, a failed append) is
+   * reported and retried after a wait that doubles up to maxBackoffMs. The retry first appends what
+   * is still pending: the failed batch has been read already, so no event may come to set it off.
+   */
   private async follow(): Promise<void> {
-    let backoffMs = 100;
+    let backoffMs = initialBackoffMs;
+    let retrying = false;
     while (!this.stopped) {
       try {
+        if (retrying) {
+          // Only appends that went through end the back-off: a log that cannot be read keeps doubling it.
+          if (await this.exclusive(() => this.advance())) backoffMs = initialBackoffMs;
+          retrying = false;
+          // stop() may have come during that append, with no subscription to close yet.
+          if (this.stopped) return;
+        }
         this.subscription = this.store.subscribe(this.followed, { batchSize: followBatchSize });
         for await (const batch of this.subscription.batches()) {
           await this.exclusive(() => this.handle(batch));
-          backoffMs = 100;
+          backoffMs = initialBackoffMs;
         }
       } catch (error) {
         if (this.stopped) return;
         this.options.onError?.(error as Error);
         await this.subscription?.close();
-        await new Promise((resolve) => setTimeout(resolve, backoffMs));
+        this.subscription = null;
+        await this.sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, maxBackoffMs);
+        retrying = true;
       }
     }
   }
@@ -214,13 +233,19 @@ export class TransparencyLog implements TransparencyProofs {
     if (count > 0) this.pending.splice(0, count);
   }
 
-  /** Appends until nothing is due, a due checkpoint first, so a steady stream of receipts cannot starve it. */
-  private async advance(): Promise<void> {
+  /**
+   * Appends until nothing is due, a due checkpoint first, so a steady stream of receipts cannot
+   * starve it. True when the log moved.
+   */
+  private async advance(): Promise<boolean> {
+    let moved = false;
     for (let turn = 0; turn < maxAppendsPerTurn; turn++) {
       if (!(await this.publishIfDue(false)) && !(await this.appendLeaves())) break;
+      moved = true;
     }
     this.schedule();
     this.notifyWaiters();
+    return moved;
   }
 
   private async appendLeaves(): Promise<boolean> {
