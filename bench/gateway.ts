@@ -3,14 +3,18 @@
  *
  * Billed chat completions through the gateway against a bare pass-through proxy to the same
  * scripted runtime, measured in the same run, on loopback with a throwaway embedded PostgreSQL
- * (fsync on). The billed path is the whole service: gateway key, quote, reserve, job start,
- * dispatch to a real host agent (which signs a receipt), receipt check, capture, job finish, with
- * projections following live. The proxy forwards bytes and nothing else. The gateway and the proxy
- * run in this process; the node (host agent and dev runtime) in a child process, as it would be on
- * a machine of its own. 64 clients in another child process send requests back to back over keep-alive; non-streaming and streaming phases run for
- * both, then one client alone, which shows the path's latency without queueing. Proxy and billed
- * phases take turns within a round (which goes first alternates), so both see the same machine.
- * After the run the ledger is audited against what the clients received.
+ * (fsync on). The billed side is the real service: `b3iq serve` (bin/b3iq.js) in a child process,
+ * configured through its environment variables only, with everything it runs in production: live
+ * projections, the transparency log sequencer, the stale-reservation recovery timer and a log line
+ * per request at the default level. A billed request is gateway key, quote, reserve, job start,
+ * dispatch to a real host agent (which signs a receipt), receipt check, capture, job finish. The
+ * node (host agent and dev runtime) runs in a child process of its own, as it would on a machine
+ * of its own. The proxy, which forwards bytes and nothing else, runs in this process. 64 clients
+ * in another child process send requests back to back over keep-alive; non-streaming and
+ * streaming phases run for both, then one client alone, which shows the path's latency without
+ * queueing. Proxy and billed phases take turns within a round (which goes first alternates), so
+ * both see the same machine. After the run the ledger is audited, through a connection of this
+ * process's own, against what the clients received.
  *
  * By default each client is its own customer with its own key (64 customers); `--customers 1`
  * puts all 64 clients on one customer's account, whose commands queue behind each other.
@@ -21,9 +25,10 @@
 import os from 'node:os';
 import pg from 'pg';
 import { startEmbeddedPostgres, type TestPostgres } from '../test/support/postgres.ts';
-import { cpuBetween, findPostmaster, snapshotCpu, type CpuUsage } from './gatewayCpu.ts';
+import { cpuBetween, findPostmaster, snapshotCpu, type CpuUsage, type WatchedProcesses } from './gatewayCpu.ts';
 import { auditLedger, type ClientTally } from './gatewayLedger.ts';
 import { startLoadWorker, type LoadResult, type LoadWorker } from './gatewayLoad.ts';
+import type { StoppedService } from './gatewayService.ts';
 import { depositWei, startGatewayStack, type GatewayStack } from './gatewayStack.ts';
 
 interface Plan {
@@ -43,20 +48,12 @@ const clients = 64;
 type Target = 'proxy' | 'billed';
 type Mode = 'non-stream' | 'stream' | 'one client';
 
-/** CPU of the node's process (host agent and dev runtime) during a phase. */
-interface NodeCpu {
-  seconds: number;
-  cores: number;
-}
-
 interface PhaseRun {
   target: Target;
   mode: Mode;
   round: number;
   result: LoadResult;
-  /** `processCores` and `processSeconds` are this process only: the gateway and the proxy. */
   cpu: CpuUsage;
-  node: NodeCpu;
   settleMs: number;
 }
 
@@ -95,7 +92,7 @@ function pool(runs: PhaseRun[]): Pooled {
 }
 
 function describeRun(run: PhaseRun): string {
-  const { result, cpu, node } = run;
+  const { result, cpu } = run;
   const sent = Object.values(result.outcomes).reduce((sum, count) => sum + count, 0);
   const perRequest = (seconds: number) => fixed((seconds * 1000) / Math.max(1, sent));
   const outcomes = Object.entries(result.outcomes).map(([status, count]) => `${status}:${count}`).join(',');
@@ -103,11 +100,12 @@ function describeRun(run: PhaseRun): string {
   return (
     `round ${run.round} ${run.mode.padEnd(10)} ${run.target.padEnd(6)} rps=${Math.round(result.requestsPerSecond)} ` +
     `p50_ms=${fixed(result.p50Ms)} p99_ms=${fixed(result.p99Ms)} max_ms=${fixed(result.maxMs)} requests=${outcomes} ` +
-    `cpu_cores(machine=${fixed(cpu.machineCores)} gateway_process=${fixed(cpu.processCores)} node_process=${fixed(node.cores)} ` +
-    `postgres=${fixed(cpu.postgresCores)} load_generator=${fixed(result.cpuSeconds / (result.seconds + result.warmupSeconds))}) ` +
-    `gateway_event_loop_busy=${fixed(cpu.eventLoopUtilization)} ` +
-    `cpu_ms_per_request(gateway_process=${perRequest(cpu.processSeconds)} node_process=${perRequest(node.seconds)} ` +
-    `postgres=${perRequest(cpu.postgresSeconds)})${settle}`
+    `cpu_cores(machine=${fixed(cpu.machineCores)} gateway_process=${fixed(cpu.cores.gateway)} node_process=${fixed(cpu.cores.node)} ` +
+    `proxy_process=${fixed(cpu.cores.proxy)} postgres=${fixed(cpu.cores.postgres)} ` +
+    `load_generator=${fixed(result.cpuSeconds / (result.seconds + result.warmupSeconds))}) ` +
+    `gateway_main_thread_cores=${fixed(cpu.cores.gatewayMainThread)} ` +
+    `cpu_ms_per_request(gateway_process=${perRequest(cpu.seconds.gateway)} node_process=${perRequest(cpu.seconds.node)} ` +
+    `proxy_process=${perRequest(cpu.seconds.proxy)} postgres=${perRequest(cpu.seconds.postgres)})${settle}`
   );
 }
 
@@ -144,16 +142,15 @@ async function commitLatencyMs(databaseUrl: string, commits: number): Promise<{ 
 interface Bench {
   stack: GatewayStack;
   worker: LoadWorker;
-  postmaster: string | null;
+  watched: WatchedProcesses;
   plan: Plan;
 }
 
 async function runPhase(bench: Bench, target: Target, mode: Mode, round: number): Promise<PhaseRun> {
-  const { stack, worker, postmaster, plan } = bench;
+  const { stack, worker, watched, plan } = bench;
   progress(`round ${round}/${plan.rounds}: ${mode} ${target}`);
   const single = mode === 'one client';
-  const nodeBefore = stack.node.cpuSeconds();
-  const before = snapshotCpu(postmaster);
+  const before = snapshotCpu(watched);
   const result = await worker.run({
     url: target === 'billed' ? stack.gatewayUrl : stack.proxyUrl,
     keys: target === 'billed' ? stack.customers.map((customer) => customer.apiKey) : [],
@@ -163,13 +160,10 @@ async function runPhase(bench: Bench, target: Target, mode: Mode, round: number)
     durationMs: single ? plan.singleClientMs : plan.durationMs,
     expectReceipts: target === 'billed',
   });
-  const after = snapshotCpu(postmaster);
-  const nodeSeconds = stack.node.cpuSeconds() - nodeBefore;
-  const cpu = cpuBetween(before, after);
-  const node = { seconds: nodeSeconds, cores: nodeSeconds / ((after.at - before.at) / 1000) };
+  const cpu = cpuBetween(before, snapshotCpu(watched));
   // The projections' backlog is worked off before the next phase, so it never loads the proxy's.
   const settleMs = target === 'billed' ? await stack.settle(120_000) : 0;
-  const run = { target, mode, round, result, cpu, node, settleMs };
+  const run = { target, mode, round, result, cpu, settleMs };
   console.log(describeRun(run));
   return run;
 }
@@ -202,9 +196,40 @@ async function audit(stack: GatewayStack, runs: PhaseRun[]): Promise<boolean> {
   }
   const otherText = others.size === 0 ? 'none' : [...others].map(([status, count]) => `${count} x ${status}`).join(', ');
   console.log(`billed requests: ${tally.sent} sent, ${tally.ok} answered 200, other answers: ${otherText}`);
-  const checks = await auditLedger(stack.ledger.pool, tally, depositWei);
+  const checks = await auditLedger(stack.pool, tally, depositWei);
   for (const entry of checks) console.log(`ledger ${entry.ok ? 'ok  ' : 'FAIL'} ${entry.name}: ${entry.detail}`);
   return checks.every((entry) => entry.ok);
+}
+
+function report(runs: PhaseRun[], ledgerOk: boolean): void {
+  const pooled = (target: Target, mode: Mode) => pool(runs.filter((run) => run.target === target && run.mode === mode));
+  for (const mode of ['stream', 'one client', 'non-stream'] as const) {
+    const billed = pooled('billed', mode);
+    const proxy = pooled('proxy', mode);
+    console.log(
+      `${mode}: billed ${billed.measured} requests p50_ms=${fixed(billed.p50Ms)} p99_ms=${fixed(billed.p99Ms)}; ` +
+        `proxy ${proxy.measured} requests p50_ms=${fixed(proxy.p50Ms)} p99_ms=${fixed(proxy.p99Ms)}; ${comparison(billed, proxy)}`,
+    );
+  }
+  const billed = pooled('billed', 'non-stream');
+  const proxy = pooled('proxy', 'non-stream');
+  const ratio = billed.requestsPerSecond / proxy.requestsPerSecond;
+  const addedP50 = billed.p50Ms - proxy.p50Ms;
+  console.log(
+    `targets (non-stream, ${clients} clients): ratio ${fixed(ratio)} ${ratio >= 0.5 ? 'meets' : 'MISSES'} >= 0.5; ` +
+      `added p50 ${fixed(addedP50)} ms ${addedP50 <= 2 ? 'meets' : 'MISSES'} <= 2 ms; ` +
+      `ledger ${ledgerOk ? 'consistent (no lost or double-billed request)' : 'INCONSISTENT'}`,
+  );
+  console.log(comparison(billed, proxy));
+}
+
+/** The processes under test and the load generator start side by side; if one fails, the other is stopped. */
+async function startStackAndWorker(databaseUrl: string, customerCount: number): Promise<{ stack: GatewayStack; worker: LoadWorker }> {
+  const [stack, worker] = await Promise.allSettled([startGatewayStack(databaseUrl, customerCount), startLoadWorker()]);
+  if (stack.status === 'fulfilled' && worker.status === 'fulfilled') return { stack: stack.value, worker: worker.value };
+  if (stack.status === 'fulfilled') await stack.value.close();
+  if (worker.status === 'fulfilled') await worker.value.stop();
+  throw stack.status === 'rejected' ? stack.reason : (worker as PromiseRejectedResult).reason;
 }
 
 async function benchmark(server: TestPostgres, plan: Plan, customerCount: number): Promise<boolean> {
@@ -217,42 +242,33 @@ async function benchmark(server: TestPostgres, plan: Plan, customerCount: number
   );
   const commit = await commitLatencyMs(await server.createDatabase(), 100);
   console.log(
-    'processes: gateway_process = this one (gateway, projections, bare proxy); node_process = a child with the host agent ' +
-      'and the dev runtime (the GPU node, not counted in gateway_process); load_generator = another child; postgres = the embedded server',
+    'processes: gateway_process = a child running `b3iq serve` (bin/b3iq.js: HTTP, commands, live projections, transparency log ' +
+      'sequencer, recovery timer, one log line per request at level info, into a file); node_process = a child with the host agent ' +
+      'and the dev runtime (the GPU node); proxy_process = this one (the bare proxy and the benchmark\'s bookkeeping); ' +
+      'load_generator = another child; postgres = the embedded server. gateway_main_thread_cores = CPU of the thread that runs ' +
+      'the service\'s event loop (1.00 = never off the CPU), which stands in for the loop\'s busy share: that is not readable ' +
+      'from another process',
   );
   console.log(`PostgreSQL commit latency (one-row insert, fsync on, one at a time): p50_ms=${fixed(commit.p50)} p99_ms=${fixed(commit.p99)}`);
-  progress('assembling the gateway and proxy here, the host agent and dev runtime in a child process');
-  const stack = await startGatewayStack(await server.createDatabase(), customerCount);
-  const worker = await startLoadWorker();
+  progress('starting `b3iq serve` and the host agent with the dev runtime in child processes, the proxy here');
+  const { stack, worker } = await startStackAndWorker(await server.createDatabase(), customerCount);
   progress(`${customerCount} funded customer(s) with gateway keys; host agent enrolled`);
+  let runs: PhaseRun[];
+  let ledgerOk: boolean;
+  let stopped: StoppedService;
   try {
-    const runs = await runAll({ stack, worker, postmaster: findPostmaster(server.tempDir), plan });
-    const ledgerOk = await audit(stack, runs);
+    const watched = { gatewayPid: stack.service.pid, nodePid: stack.node.pid, postmaster: findPostmaster(server.tempDir) };
+    runs = await runAll({ stack, worker, watched, plan });
+    ledgerOk = await audit(stack, runs);
     progress('audit done');
-    const pooled = (target: Target, mode: Mode) => pool(runs.filter((run) => run.target === target && run.mode === mode));
-    for (const mode of ['stream', 'one client', 'non-stream'] as const) {
-      const billed = pooled('billed', mode);
-      const proxy = pooled('proxy', mode);
-      console.log(
-        `${mode}: billed ${billed.measured} requests p50_ms=${fixed(billed.p50Ms)} p99_ms=${fixed(billed.p99Ms)}; ` +
-          `proxy ${proxy.measured} requests p50_ms=${fixed(proxy.p50Ms)} p99_ms=${fixed(proxy.p99Ms)}; ${comparison(billed, proxy)}`,
-      );
-    }
-    const billed = pooled('billed', 'non-stream');
-    const proxy = pooled('proxy', 'non-stream');
-    const ratio = billed.requestsPerSecond / proxy.requestsPerSecond;
-    const addedP50 = billed.p50Ms - proxy.p50Ms;
-    console.log(
-      `targets (non-stream, ${clients} clients): ratio ${fixed(ratio)} ${ratio >= 0.5 ? 'meets' : 'MISSES'} >= 0.5; ` +
-        `added p50 ${fixed(addedP50)} ms ${addedP50 <= 2 ? 'meets' : 'MISSES'} <= 2 ms; ` +
-        `ledger ${ledgerOk ? 'consistent (no lost or double-billed request)' : 'INCONSISTENT'}`,
-    );
-    console.log(comparison(billed, proxy));
-    return ledgerOk;
   } finally {
     await worker.stop();
-    await stack.close();
+    stopped = await stack.close();
   }
+  // The service's log shows it ran as it does in production, a line per request included.
+  console.log(`b3iq serve, asked to stop with SIGTERM, ended with ${stopped.exit}; its log (stdout and stderr, level info): ${stopped.logBytes} bytes, ${stopped.logLines} lines`);
+  report(runs, ledgerOk);
+  return ledgerOk;
 }
 
 const plan = process.argv.includes('--quick') ? quickPlan : fullPlan;

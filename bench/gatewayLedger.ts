@@ -2,8 +2,9 @@
  * The gateway benchmark's ledger audit, run once the projections have caught up: every 200 the
  * clients received is exactly one captured job with an accepted receipt, nothing was billed that
  * no client received, no reservation is left open, the accounts sum to zero, and each customer's
- * balance is the deposit less what their captured jobs debited. The log is checked as well as the
- * read models, so a projection bug cannot hide a double capture.
+ * balance is the deposit less what their captured jobs debited, and the transparency log holds
+ * exactly one leaf for every accepted receipt. The log is checked as well as the read models, so a
+ * projection bug cannot hide a double capture or a receipt the sequencer skipped.
  */
 import type pg from 'pg';
 import { verifyStoredChain } from '../src/eventStore/postgres/verifyChain.ts';
@@ -92,6 +93,35 @@ export async function auditLedger(pool: pg.Pool, tally: ClientTally, depositWei:
   checks.push(check('balance = deposit − Σ debited, per customer', mismatched.rows.length === 0, `${mismatched.rows.length} customers differ`));
   const debited = await one<{ total: string | null }>(pool, `SELECT sum(debited_price_wei)::text AS total FROM jobs WHERE billing_status = 'captured'`);
   checks.push(check('Σ debited (jobs) = Σ cost_wei (log)', (debited.total ?? '0') === (captures.cost ?? '0'), `${debited.total} wei`));
+
+  const leaves = await one<{ leaves: string; next_index: string; receipts: string; clients: string }>(
+    pool,
+    `SELECT (SELECT count(*) FROM transparency_leaves) AS leaves,
+            (SELECT coalesce(max(leaf_index) + 1, 0) FROM transparency_leaves) AS next_index,
+            (SELECT count(*) FROM receipts) AS receipts,
+            (SELECT count(*) FROM transparency_leaves WHERE receipt_hash = ANY($1::text[])) AS clients`,
+    [[...distinct]],
+  );
+  checks.push(
+    check(
+      'transparency log: one leaf per accepted receipt, none missing',
+      leaves.leaves === leaves.receipts && leaves.next_index === leaves.leaves && Number(leaves.clients) === distinct.size,
+      `${leaves.leaves} leaves (indexes 0..${BigInt(leaves.next_index) - 1n}) for ${leaves.receipts} accepted receipts; ${leaves.clients} of ${distinct.size} client receipts logged`,
+    ),
+  );
+  const logged = await one<{ accepted: string; logged: string; distinct_logged: string }>(
+    pool,
+    `SELECT count(*) FILTER (WHERE type = 'ReceiptAccepted') AS accepted, count(*) FILTER (WHERE type = 'ReceiptLogged') AS logged,
+            count(DISTINCT data->>'receipt_hash') FILTER (WHERE type = 'ReceiptLogged') AS distinct_logged
+       FROM b3iq_events WHERE type IN ('ReceiptAccepted', 'ReceiptLogged')`,
+  );
+  checks.push(
+    check(
+      'log: every ReceiptAccepted has one ReceiptLogged',
+      logged.accepted === logged.logged && logged.logged === logged.distinct_logged,
+      `${logged.accepted} accepted, ${logged.logged} logged (${logged.distinct_logged} distinct receipts)`,
+    ),
+  );
 
   const started = performance.now();
   const chain = await verifyStoredChain(pool);

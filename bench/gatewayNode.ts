@@ -12,7 +12,6 @@
  * directory, when its stdin closes (the parent called close() or died) or on SIGTERM or SIGINT.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +20,7 @@ import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { startDevRuntime, type DevRuntime } from '../src/devRuntime/server.ts';
 import { startHostAgent, type StartedHostAgent } from '../src/hostAgent/agent.ts';
+import { processCpuSeconds } from './gatewayCpu.ts';
 
 export interface GatewayNodeConfig {
   /** The gateway the agent enrolls with and heartbeats to. */
@@ -49,7 +49,6 @@ type NodeChild = ChildProcessByStdio<Writable, Readable, null>;
 // Enrollment takes a second or two; the child also compiles its TypeScript on the way up.
 const readyTimeoutMs = 60_000;
 const exitGraceMs = 10_000;
-const ticksPerSecond = 100;
 
 /** Starts this script as the node in a Node process of its own and waits until the agent is enrolled. */
 export async function startGatewayNode(config: GatewayNodeConfig): Promise<GatewayNode> {
@@ -129,18 +128,6 @@ async function stopChild(child: NodeChild): Promise<void> {
   if (await exited(child, exitGraceMs)) return;
   child.kill('SIGKILL');
   await exited(child, exitGraceMs);
-}
-
-/** utime + stime of one process, fields 14 and 15 of /proc/PID/stat (the name in field 2 may hold spaces). */
-function processCpuSeconds(pid: number): number {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return 0;
-  }
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ').map(Number);
-  return ((fields[11] ?? 0) + (fields[12] ?? 0)) / ticksPerSecond;
 }
 
 // ---- The child ----

@@ -1,33 +1,34 @@
 /**
- * The two servers the gateway benchmark compares, both in this process, over loopback:
+ * The two servers the gateway benchmark compares, over loopback:
  *
- * - billed: the service as `b3iq serve` assembles it (event store on PostgreSQL with fsync on, live
- *   projections, the Fastify app) → a real host agent (enrolled, heartbeating, signing receipts)
- *   → the scripted dev runtime, answering at once;
- * - bare: a node:http pass-through proxy to the same dev runtime: no auth, no billing, no parsing.
+ * - billed: the service as `b3iq serve` runs it, in a child process of its own
+ *   (bench/gatewayService.ts: event store on PostgreSQL with fsync on, live projections, the
+ *   transparency log sequencer, the recovery timer, request logging at `info`) → a real host agent
+ *   (enrolled, heartbeating, signing receipts) → the scripted dev runtime, answering at once;
+ * - bare: a node:http pass-through proxy to the same dev runtime, in this process: no auth, no
+ *   billing, no parsing.
  *
  * The host agent and the dev runtime are the GPU node, which in production is another machine:
- * they run in a child process of their own (bench/gatewayNode.ts), so their CPU is not spent on
- * the gateway's event loop. Both paths reach the same runtime there.
+ * they run in a child process of their own (bench/gatewayNode.ts). Both paths reach the same
+ * runtime there.
  *
- * The operator's setup (price, benchmark evidence, funded customers with gateway keys) goes
- * through the admin API with `app.inject`, exactly as the README's walk-through does it by curl.
+ * The operator's setup (price, benchmark evidence, funded customers with gateway keys) goes over
+ * HTTP to the admin API with the token the service created, as the README's walk-through does it
+ * by curl. This process opens a small pool of its own on the service's database, read-only, to
+ * see when the service has caught up and to audit the ledger afterwards.
  */
 import http from 'node:http';
-import type { FastifyInstance } from 'fastify';
+import type pg from 'pg';
 import { allProjections } from '../projections/index.ts';
-import { ProjectionRunner } from '../projections/runner.ts';
-import { createAppDependencies } from '../src/composition.ts';
-import { hashSecret } from '../src/credentials/secrets.ts';
-import { openLedgerDatabase, type LedgerDatabase } from '../src/db/ledgerDatabase.ts';
-import { buildApp, defaultSettings } from '../src/http/app.ts';
-import { generateIdentity } from '../src/receipts/ed25519.ts';
+import { createPool } from '../src/db/pool.ts';
 import { startGatewayNode, type GatewayNode } from './gatewayNode.ts';
+import { startServiceProcess, type ServiceProcess, type StoppedService } from './gatewayService.ts';
 
 export const benchModel = 'b3iq-dev-small';
 export const depositWei = 10n ** 18n;
-const adminToken = 'b3iq_admin_gateway-benchmark-only';
-const admin = { 'x-b3iq-admin-token': adminToken };
+// The per-key limits would otherwise be what the benchmark measures.
+const serviceSettings = { B3IQ_GATEWAY_REQUESTS_PER_MINUTE: '10000000', B3IQ_GATEWAY_MAX_STREAMS_PER_KEY: '10000' };
+const settlePollMs = 20;
 
 export interface Customer {
   customerId: string;
@@ -37,28 +38,40 @@ export interface Customer {
 export interface GatewayStack {
   gatewayUrl: string;
   proxyUrl: string;
+  /** `b3iq serve`, in its own process. */
+  service: ServiceProcess;
   /** The host agent and dev runtime, in their own process. */
   node: GatewayNode;
-  ledger: LedgerDatabase;
-  runner: ProjectionRunner;
-  app: FastifyInstance;
+  /** This process's own connections to the service's database. */
+  pool: pg.Pool;
   customers: Customer[];
-  /** Resolves once the projections include everything appended so far; returns how long that took. */
+  /**
+   * Resolves once every projection includes the log's head as it was when called, and the
+   * transparency log has a leaf for every accepted receipt; returns how long that took.
+   */
   settle(timeoutMs: number): Promise<number>;
-  close(): Promise<void>;
+  /** Stops the node, the service and the proxy; reports how the service ended and what it logged. */
+  close(): Promise<StoppedService>;
 }
 
-async function inject(app: FastifyInstance, method: 'POST' | 'PUT', url: string, payload?: object): Promise<Record<string, unknown>> {
-  const response = await app.inject({ method, url, headers: admin, ...(payload === undefined ? {} : { payload }) });
-  if (response.statusCode !== 200 && response.statusCode !== 201) throw new Error(`${method} ${url}: ${response.statusCode} ${response.body}`);
-  return response.json<Record<string, unknown>>();
+type Admin = (method: 'POST' | 'PUT', path: string, payload?: object) => Promise<Record<string, unknown>>;
+
+function adminClient(service: ServiceProcess): Admin {
+  return async (method, path, payload) => {
+    const headers: Record<string, string> = { 'x-b3iq-admin-token': service.adminToken };
+    if (payload !== undefined) headers['content-type'] = 'application/json';
+    const response = await fetch(new URL(path, service.url), { method, headers, ...(payload === undefined ? {} : { body: JSON.stringify(payload) }) });
+    const body = await response.text();
+    if (response.status !== 200 && response.status !== 201) throw new Error(`${method} ${path}: ${response.status} ${body}`);
+    return JSON.parse(body) as Record<string, unknown>;
+  };
 }
 
-async function fundedCustomer(app: FastifyInstance): Promise<Customer> {
-  const created = await inject(app, 'POST', '/v1/admin/customers');
+async function fundedCustomer(admin: Admin): Promise<Customer> {
+  const created = await admin('POST', '/v1/admin/customers');
   const customerId = String(created['customer_id']);
-  await inject(app, 'POST', `/v1/admin/customers/${customerId}/deposits`, { amount_wei: String(depositWei), reference: `bench-${customerId}` });
-  const key = await inject(app, 'POST', `/v1/admin/customers/${customerId}/gateway-keys`, { scopes: ['chat'] });
+  await admin('POST', `/v1/admin/customers/${customerId}/deposits`, { amount_wei: String(depositWei), reference: `bench-${customerId}` });
+  const key = await admin('POST', `/v1/admin/customers/${customerId}/gateway-keys`, { scopes: ['chat'] });
   return { customerId, apiKey: String(key['api_key']) };
 }
 
@@ -98,59 +111,92 @@ export function startBareProxy(runtimeUrl: string): Promise<{ url: string; close
   });
 }
 
+interface Progress {
+  head: bigint;
+  /** The smallest checkpoint of the projections, null until every one has a row. */
+  projected: bigint | null;
+  accepted: bigint;
+  logged: bigint;
+}
+
+const projectionNames = allProjections.map((projection) => projection.name);
+
+/** One round trip: the log's head, the projections' checkpoints, accepted receipts and logged leaves. */
+async function readProgress(pool: pg.Pool): Promise<Progress> {
+  const result = await pool.query<{ head: bigint | null; projected: bigint | null; projections: bigint; accepted: bigint; logged: bigint }>(
+    `SELECT (SELECT max(position) FROM b3iq_events) AS head,
+            (SELECT min(position) FROM projection_checkpoints WHERE name = ANY($1::text[])) AS projected,
+            (SELECT count(*) FROM projection_checkpoints WHERE name = ANY($1::text[])) AS projections,
+            (SELECT count(*) FROM receipts) AS accepted,
+            (SELECT count(*) FROM transparency_leaves) AS logged`,
+    [projectionNames],
+  );
+  const row = result.rows[0];
+  if (row === undefined) throw new Error('Invariant violated: a SELECT without FROM returns one row');
+  return { head: row.head ?? 0n, projected: Number(row.projections) === projectionNames.length ? row.projected : null, accepted: row.accepted, logged: row.logged };
+}
+
+/**
+ * Waits from outside the service: the projections have reached the head as it is now, and the
+ * transparency projection holds a leaf for every receipt the jobs projection holds, so the
+ * sequencer has logged every accepted receipt (its own appends move the head meanwhile). The
+ * checkpoint over the last leaves may follow later, on the service's timer.
+ */
+async function settle(pool: pg.Pool, timeoutMs: number): Promise<number> {
+  const started = performance.now();
+  const { head } = await readProgress(pool);
+  for (;;) {
+    const progress = await readProgress(pool);
+    if (progress.projected !== null && progress.projected >= head && progress.logged === progress.accepted) return performance.now() - started;
+    if (performance.now() - started > timeoutMs) {
+      throw new Error(`the service did not settle within ${timeoutMs} ms: head ${head}, projected ${progress.projected}, ${progress.logged} of ${progress.accepted} receipts logged`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, settlePollMs));
+  }
+}
+
 export async function startGatewayStack(databaseUrl: string, customerCount: number): Promise<GatewayStack> {
-  const ledger = await openLedgerDatabase(databaseUrl, { poolSize: 20 });
-  const runner = new ProjectionRunner(ledger.store, ledger.db, allProjections);
-  // The per-key limits would otherwise be what the benchmark measures.
-  const settings = { ...defaultSettings, requestsPerMinute: 10_000_000, maxConcurrentStreams: 10_000 };
-  const app = await buildApp({ ...createAppDependencies(ledger, runner, hashSecret(adminToken), settings, generateIdentity()), logger: false });
-  runner.start();
+  const service = await startServiceProcess({ databaseUrl, settings: serviceSettings });
+  const pool = createPool({ connectionString: databaseUrl, max: 2 });
   let node: GatewayNode | null = null;
   try {
-    const gatewayUrl = await app.listen({ host: '127.0.0.1', port: 0 });
-    node = await startGatewayNode({ controlPlaneUrl: gatewayUrl, model: benchModel });
-    await inject(app, 'PUT', `/v1/admin/models/${benchModel}/price`, {
+    node = await startGatewayNode({ controlPlaneUrl: service.url, model: benchModel });
+    const admin = adminClient(service);
+    await admin('PUT', `/v1/admin/models/${benchModel}/price`, {
       prompt_price_per_million_wei: '1000000000',
       completion_price_per_million_wei: '3000000000',
       policy_version: 'bench-1',
     });
-    await inject(app, 'POST', `/v1/admin/nodes/${node.nodeId}/benchmarks`, {
+    await admin('POST', `/v1/admin/nodes/${node.nodeId}/benchmarks`, {
       model_id: benchModel,
       observed_at: new Date().toISOString(),
       tokens_per_second: 500,
       ttft_ms: 20,
     });
-    const customers = await Promise.all(Array.from({ length: customerCount }, () => fundedCustomer(app)));
+    const customers = await Promise.all(Array.from({ length: customerCount }, () => fundedCustomer(admin)));
     const proxy = await startBareProxy(node.runtimeUrl);
     const startedNode = node;
     return {
-      gatewayUrl,
+      gatewayUrl: service.url,
       proxyUrl: proxy.url,
+      service,
       node: startedNode,
-      ledger,
-      runner,
-      app,
+      pool,
       customers,
-      async settle(timeoutMs) {
-        const started = performance.now();
-        const head = await ledger.store.headPosition();
-        if (!(await runner.waitFor(head, timeoutMs))) throw new Error(`projections did not reach position ${head} within ${timeoutMs} ms`);
-        return performance.now() - started;
-      },
+      settle: (timeoutMs) => settle(pool, timeoutMs),
       async close() {
         await proxy.close();
         // The node goes first: its heartbeats would otherwise meet a closed gateway.
         await startedNode.close();
-        await app.close();
-        await runner.stop();
-        await ledger.close();
+        const stopped = await service.stop();
+        await pool.end();
+        return stopped;
       },
     };
   } catch (error) {
     await node?.close();
-    await app.close();
-    await runner.stop();
-    await ledger.close();
+    await service.stop();
+    await pool.end();
     throw error;
   }
 }
