@@ -60,6 +60,11 @@ export async function handleCommand<Command, Event extends { type: string; data:
  * of them takes effect or none does (a reservation and the job it pays for, a capture and the
  * job's settlement). Each stream's lock is taken in name order, so two groups never wait on each
  * other. A refusal of any command refuses the group.
+ *
+ * A stream's lock is held while its command is decided and its append queued, not until the append
+ * commits: the next command on the stream decides on the state the queued append will write and
+ * expects the version after it, so the commands of one busy account share group commits. If an
+ * append fails, the ones queued on top of it fail their version check and are decided again.
  */
 export async function handleCommandsTogether<const Parts extends readonly BoundCommand<unknown>[]>(
   ...parts: Parts
@@ -70,52 +75,34 @@ export async function handleCommandsTogether<const Parts extends readonly BoundC
     parts.every((part) => part.store === parts[0]!.store),
     'commands decided together share one event store',
   );
-  const ordered = [...parts].sort((a, b) => (a.streamName < b.streamName ? -1 : 1));
-  const locked = ordered.reduceRight<() => Promise<CommandOutcome<unknown>[]>>(
-    (inner, part) => (part.locks === undefined ? inner : () => part.locks!.run(part.streamName, inner)),
-    () => decideAndAppend(parts),
-  );
-  return (await locked()) as { [Index in keyof Parts]: Parts[Index] extends BoundCommand<infer State> ? CommandOutcome<State> : never };
+  return (await decideAndAppend(parts)) as { [Index in keyof Parts]: Parts[Index] extends BoundCommand<infer State> ? CommandOutcome<State> : never };
 }
 
+/** Runs `work` holding every part's stream lock, taken in name order. */
+function underLocks<Result>(parts: readonly BoundCommand<unknown>[], work: () => Promise<Result>): Promise<Result> {
+  const ordered = [...parts].sort((a, b) => (a.streamName < b.streamName ? -1 : 1));
+  const locked = ordered.reduceRight<() => Promise<Result>>(
+    (inner, part) => (part.locks === undefined ? inner : () => part.locks!.run(part.streamName, inner)),
+    work,
+  );
+  return locked();
+}
+
+type Step =
+  | { kind: 'done'; outcomes: CommandOutcome<unknown>[] }
+  | { kind: 'retry' }
+  | { kind: 'queued'; decisions: Decision<unknown>[]; appending: Decision<unknown>[]; appended: Promise<AppendResult[]> };
+
 async function decideAndAppend(parts: readonly BoundCommand<unknown>[]): Promise<CommandOutcome<unknown>[]> {
-  const store = parts[0]!.store;
   for (let attempt = 1; attempt <= maxAttempts; attempt += 1) {
-    // 1–2. Load and decide. The first attempt trusts the cached state: an append decided on a
-    //      stale cache loses at the version check and is decided again on what the log holds.
-    //      A refusal or a no-op from the cache is checked against the log before it is believed.
-    let decisions: Decision<unknown>[];
+    const step = await underLocks(parts, () => decideAndQueue(parts, attempt === 1));
+    if (step.kind === 'done') return step.outcomes;
+    if (step.kind === 'retry') continue;
+    // 4. Wait for the commit outside the locks.
+    const { decisions, appending, appended } = step;
+    let results: AppendResult[];
     try {
-      decisions = [];
-      for (const part of parts) decisions.push(await part.decide(attempt === 1));
-    } catch (error) {
-      if (error instanceof StaleCache) continue;
-      if (!(error instanceof RefusedByDecider)) throw error;
-      // A refusal may be a retry whose original already changed the state: that is a replay.
-      const replay = await earlierOutcomes(parts);
-      if (replay !== null) return replay;
-      throw error.refusal;
-    }
-    if (decisions.some((decision) => decision.fromCache && decision.events.length === 0)) continue;
-    const appending = decisions.filter((decision) => decision.events.length > 0);
-    // Deciding nothing is an outcome (the command was already satisfied), not an error.
-    if (appending.length === 0) return decisions.map((decision) => ({ events: [], state: decision.state, replayed: true, lastPosition: 0n }));
-    // 3. Append the decided events, enriched with deterministic ids, in one atomic append.
-    try {
-      const streams = appending.map((decision) => ({ streamName: decision.part.streamName, events: decision.events, expectedVersion: decision.version }));
-      const results =
-        streams.length === 1
-          ? [await store.append(streams[0]!.streamName, streams[0]!.events, { expectedVersion: streams[0]!.expectedVersion })]
-          : await store.appendMulti(streams);
-      if (results.every((result) => result.replayed)) {
-        const replay = await earlierOutcomes(parts);
-        if (replay !== null) return replay;
-        continue;
-      }
-      return decisions.map((decision) => {
-        const result = results[appending.indexOf(decision)];
-        return result === undefined ? { events: [], state: decision.state, replayed: true, lastPosition: 0n } : decision.part.applied(decision, result);
-      });
+      results = await appended;
     } catch (error) {
       if (error instanceof VersionConflict) continue;
       if (!(error instanceof EventIdReused)) throw error;
@@ -125,8 +112,57 @@ async function decideAndAppend(parts: readonly BoundCommand<unknown>[]): Promise
       if (replay !== null) return replay;
       throw appending[0]!.part.reusedKeyError();
     }
+    if (results.every((result) => result.replayed)) {
+      const replay = await earlierOutcomes(parts);
+      if (replay !== null) return replay;
+      continue;
+    }
+    return decisions.map((decision) => {
+      const result = results[appending.indexOf(decision)];
+      return result === undefined ? { events: [], state: decision.state, replayed: true, lastPosition: 0n } : decision.part.applied(decision, result);
+    });
   }
   throw new DomainError('version_conflict', `Too much contention on ${parts.map((part) => part.streamName).join(', ')}; retry the request`);
+}
+
+/**
+ * Steps 1–3 under the locks. On the first attempt the decision trusts what this process knows:
+ * the state an append still in flight will write, or the cached state. An append decided on a
+ * stale state loses at the version check and is decided again on what the log holds; a refusal or
+ * a no-op decided on it is checked against the log before it is believed.
+ */
+async function decideAndQueue(parts: readonly BoundCommand<unknown>[], trustCache: boolean): Promise<Step> {
+  // 1–2. Load and decide.
+  const decisions: Decision<unknown>[] = [];
+  try {
+    for (const part of parts) decisions.push(await part.decide(trustCache));
+  } catch (error) {
+    if (error instanceof StaleCache) return { kind: 'retry' };
+    if (!(error instanceof RefusedByDecider)) throw error;
+    // A refusal may be a retry whose original already changed the state: that is a replay.
+    const replay = await earlierOutcomes(parts);
+    if (replay !== null) return { kind: 'done', outcomes: replay };
+    throw error.refusal;
+  }
+  if (decisions.some((decision) => decision.fromCache && decision.events.length === 0)) return { kind: 'retry' };
+  const appending = decisions.filter((decision) => decision.events.length > 0);
+  // Deciding nothing is an outcome (the command was already satisfied), not an error.
+  if (appending.length === 0) {
+    return { kind: 'done', outcomes: decisions.map((decision) => ({ events: [], state: decision.state, replayed: true, lastPosition: 0n })) };
+  }
+  // 3. Queue the decided events, enriched with deterministic ids, as one atomic append. Queuing
+  //    is synchronous, so a command decided after this one is also appended after it.
+  const store = parts[0]!.store;
+  const streams = appending.map((decision) => ({
+    streamName: decision.part.streamName,
+    events: decision.events,
+    expectedVersion: decision.version,
+    ...(decision.lastEventId === undefined ? {} : { expectedLastEventId: decision.lastEventId }),
+  }));
+  const [first] = streams;
+  const appended = streams.length === 1 ? store.append(first!.streamName, first!.events, first!).then((result) => [result]) : store.appendMulti(streams);
+  for (const decision of appending) decision.part.inFlight(decision, appended);
+  return { kind: 'queued', decisions, appending, appended };
 }
 
 /**
@@ -148,8 +184,14 @@ interface Decision<State> {
   part: BoundCommand<State>;
   version: bigint;
   state: State;
-  /** The state came from this process's cache without asking the log. */
+  /** The state came from what this process knows (cache, append in flight) without asking the log. */
   fromCache: boolean;
+  /**
+   * Set when the state is the one an append still in flight will write: the id of its last event,
+   * which the stream's last event must be, so that another writer's event at that version fails
+   * the append instead of passing for it.
+   */
+  lastEventId?: string;
   events: NewEvent[];
   /** Folds the decided events into the state. */
   evolve(state: State): State;
@@ -164,12 +206,35 @@ class RefusedByDecider extends Error {
   }
 }
 
+/** The state a queued append will leave its stream in, until it settles. */
+interface InFlight {
+  version: bigint;
+  lastEventId: string;
+  state: unknown;
+  settled: Promise<unknown>;
+}
+
+/** Appends in flight per stream, for the commands that queue behind the same locks. */
+const inFlightByLocks = new WeakMap<StreamLocks, Map<string, InFlight>>();
+
+function inFlightOf(locks: StreamLocks | undefined): Map<string, InFlight> | null {
+  if (locks === undefined) return null;
+  let inFlight = inFlightByLocks.get(locks);
+  if (inFlight === undefined) {
+    inFlight = new Map();
+    inFlightByLocks.set(locks, inFlight);
+  }
+  return inFlight;
+}
+
 /** A command bound to its context and spec, so commands of different aggregates can be decided together. */
 export interface BoundCommand<State> {
   readonly streamName: string;
   readonly store: EventStore;
   readonly locks: StreamLocks | undefined;
   decide(trustCache: boolean): Promise<Decision<State>>;
+  /** Records the state `appended` will write, for the next command on the stream to decide on. */
+  inFlight(decision: Decision<State>, appended: Promise<unknown>): void;
   applied(decision: Decision<State>, result: AppendResult): CommandOutcome<State>;
   earlier(): Promise<CommandOutcome<State> | null>;
   currentState(): Promise<State>;
@@ -184,19 +249,30 @@ export function bindCommand<Command, Event extends { type: string; data: JsonObj
   const streamName = spec.streamName(command);
   const operationKey = spec.operationKey(command);
   const intentHash = createHash('sha256').update(canonicalJson(spec.intent(command))).digest('hex');
+  const inFlight = inFlightOf(context.locks);
   const bound: BoundCommand<State> = {
     streamName,
     store: context.store,
     locks: context.locks,
     async decide(trustCache) {
-      const cached = trustCache ? context.cache.get(streamName) : undefined;
-      const { version, state } = cached ?? (await loadState(context, spec, streamName));
+      const pending = inFlight?.get(streamName);
+      let known: { version: bigint; state: State; lastEventId?: string } | undefined;
+      if (trustCache) {
+        known =
+          pending === undefined
+            ? context.cache.get(streamName)
+            : { version: pending.version, state: pending.state as State, lastEventId: pending.lastEventId };
+      } else if (pending !== undefined) {
+        // What the log holds is only known once the appends queued before this one have settled.
+        await pending.settled.catch(() => undefined);
+      }
+      const { version, state, lastEventId }: { version: bigint; state: State; lastEventId?: string } = known ?? (await loadState(context, spec, streamName));
       let decided: Event[];
       try {
         decided = spec.decider.decide(command, state);
       } catch (error) {
         if (!(error instanceof DomainError)) throw error;
-        throw cached === undefined ? new RefusedByDecider(error) : new StaleCache();
+        throw known === undefined ? new RefusedByDecider(error) : new StaleCache();
       }
       invariant(decided.length <= maxEventsPerCommand, 'a command yields at most 16 events');
       const events = decided.map((event, index) => ({
@@ -205,7 +281,29 @@ export function bindCommand<Command, Event extends { type: string; data: JsonObj
         data: event.data,
         metadata: { operation: operationKey, intent_hash: intentHash },
       }));
-      return { part: bound, version, state, fromCache: cached !== undefined, events, evolve: (from) => decided.reduce(spec.decider.evolve, from) };
+      return {
+        part: bound,
+        version,
+        state,
+        fromCache: known !== undefined,
+        ...(lastEventId === undefined ? {} : { lastEventId }),
+        events,
+        evolve: (from) => decided.reduce(spec.decider.evolve, from),
+      };
+    },
+    inFlight(decision, appended) {
+      if (inFlight === null) return;
+      const entry: InFlight = {
+        version: decision.version + BigInt(decision.events.length),
+        lastEventId: decision.events[decision.events.length - 1]!.eventId,
+        state: decision.evolve(decision.state),
+        settled: appended,
+      };
+      inFlight.set(streamName, entry);
+      const forget = () => {
+        if (inFlight.get(streamName) === entry) inFlight.delete(streamName);
+      };
+      appended.then(forget, forget);
     },
     applied(decision, result) {
       const nextState = decision.evolve(decision.state);

@@ -37,10 +37,19 @@ export interface StoredEvent {
 export type ExpectedVersion = bigint | 'any';
 
 /** One stream's part of an append to several streams. */
-export interface StreamAppend {
+export interface StreamAppend extends AppendOptions {
   streamName: string;
   events: NewEvent[];
+}
+
+export interface AppendOptions {
   expectedVersion: ExpectedVersion;
+  /**
+   * With a positive expectedVersion: the id of the stream's event at that version. A version
+   * alone says how many events a stream holds; with the id it says which, so an append decided on
+   * an append not yet committed fails if another writer's event took that version instead.
+   */
+  expectedLastEventId?: string;
 }
 
 export interface AppendResult {
@@ -72,7 +81,7 @@ export interface Subscription extends AsyncIterable<StoredEvent> {
 }
 
 export interface EventStore {
-  append(streamName: string, events: NewEvent[], options: { expectedVersion: ExpectedVersion }): Promise<AppendResult>;
+  append(streamName: string, events: NewEvent[], options: AppendOptions): Promise<AppendResult>;
   /**
    * Appends to several distinct streams atomically: every part is written or none is. The parts'
    * events take consecutive positions in the order given, and the result holds one AppendResult per

@@ -5,8 +5,9 @@ import { handleCommandsTogether } from '../../src/commands/handleCommand.ts';
 import { jobCommand, readJobState, type JobContext } from '../../src/commands/job.ts';
 import { StreamLocks } from '../../src/commands/streamLocks.ts';
 import type { JobCommand, JobState } from '../../src/deciders/job/decider.ts';
-import type { EventStore } from '../../src/eventStore/port.ts';
+import type { AppendOptions, AppendResult, EventStore, ExpectedVersion, NewEvent } from '../../src/eventStore/port.ts';
 import { domainErrorCode, freshContext, openLedger, SpyingStore, startServer } from '../support/ledger.ts';
+import { eventually } from '../support/waiting.ts';
 
 /**
  * Commands of two aggregates decided together and appended atomically, as the gateway reserves
@@ -155,4 +156,70 @@ t.test('a command appears once per group', async (t) => {
     ),
     /one command per stream/,
   );
+});
+
+/** Holds every append until the test lets them go, and records what each expected. */
+class HeldStore extends SpyingStore {
+  readonly expected: Array<{ streamName: string; expectedVersion: ExpectedVersion }> = [];
+  private gate: Promise<void> = Promise.resolve();
+  private open: () => void = () => {};
+
+  hold(): void {
+    this.gate = new Promise((resolve) => (this.open = resolve));
+  }
+
+  release(): void {
+    this.open();
+  }
+
+  override async append(streamName: string, events: NewEvent[], options: AppendOptions): Promise<AppendResult> {
+    this.expected.push({ streamName, expectedVersion: options.expectedVersion });
+    await this.gate;
+    return super.append(streamName, events, options);
+  }
+}
+
+t.test('commands on one account queue behind an append in flight, deciding on the state it will write', async (t) => {
+  const held = new HeldStore(store);
+  const { accounts } = contexts(held);
+  await funded('pipe-1', 100n, accounts);
+  const version = BigInt((await store.readStream('customer-pipe-1')).length);
+  held.expected.length = 0;
+  held.hold();
+  const deposits = [1, 2, 3].map((index) => executeAccountCommand(accounts, { type: 'Deposit', customerId: 'pipe-1', reference: `pipe-${index}`, amountWei: 10n }));
+  await eventually('all three appends queued while the first has not committed', () => held.expected.length === 3);
+  t.same(
+    held.expected.map((append) => append.expectedVersion),
+    [version, version + 1n, version + 2n],
+    'each expects the version the one before it will write',
+  );
+  held.release();
+  const outcomes = await Promise.all(deposits);
+  t.same(outcomes.map((outcome) => outcome.events[0]!.streamVersion), [version + 1n, version + 2n, version + 3n]);
+  t.equal(held.versionConflicts, 0);
+  t.equal(await available('pipe-1'), 130n);
+});
+
+t.test('when an append in flight loses to another writer, the ones queued on it are decided again on the log', async (t) => {
+  const held = new HeldStore(store);
+  const { accounts } = contexts(held);
+  const other = contexts((await openLedger(t, url)).store);
+  await funded('pipe-2', 100n, accounts);
+  held.expected.length = 0;
+  held.hold();
+  const reserve = (job: string, amountWei: bigint) =>
+    domainErrorCode(executeAccountCommand(accounts, { type: 'Reserve', customerId: 'pipe-2', jobId: `job-pipe-2-${job}`, amountWei }));
+  const reserves = [reserve('a', 60n), reserve('b', 40n), reserve('c', 10n)];
+  // 60 and 40 fit in the 100 this process knows of; the 10 is refused by that state, so it waits
+  // for the log to settle instead of believing the refusal.
+  await eventually('two reservations queued on a balance of 100 in this process', () => held.expected.length === 2);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.equal(held.expected.length, 2, 'the third has not appended on a refusal it has not checked');
+  // Meanwhile another process reserves 70 of the 100: its event takes the version the first
+  // queued append expected, which is the version the second one expects to follow.
+  await executeAccountCommand(other.accounts, { type: 'Reserve', customerId: 'pipe-2', jobId: 'job-pipe-2-elsewhere', amountWei: 70n });
+  held.release();
+  t.same(await Promise.all(reserves), ['insufficient_balance', 'insufficient_balance', 'succeeded'], 'decided on the 30 that were left');
+  t.ok(held.versionConflicts >= 2, 'both queued appends failed their check');
+  t.equal(await available('pipe-2'), 20n, 'never below zero, nothing decided on a state the log does not hold');
 });

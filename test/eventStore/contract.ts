@@ -329,6 +329,34 @@ export function eventStoreContract(t: Test, name: string, makeStore: () => Promi
       t.equal(await store.headPosition(), head);
     });
 
+    t.test('given a stream at version 2, when appending with the id of its last event, then only the right id passes', async (t) => {
+      const { store } = await given(t);
+      const [first, second] = eventsFor(id('last-id'), 2);
+      await store.append(stream('last-id'), [first!, second!], { expectedVersion: 0n });
+      const head = await store.headPosition();
+      await t.rejects(
+        store.append(stream('last-id'), eventsFor(id('last-id-wrong'), 1), { expectedVersion: 2n, expectedLastEventId: first!.eventId }),
+        VersionConflict,
+        'the version matches but the event at it is another',
+      );
+      t.equal(await store.headPosition(), head, 'nothing appended');
+      const appended = await store.append(stream('last-id'), eventsFor(id('last-id-right'), 1), { expectedVersion: 2n, expectedLastEventId: second!.eventId });
+      t.equal(appended.nextStreamVersion, 3n);
+      await t.rejects(store.append(stream('last-id'), eventsFor(id('last-id-any'), 1), { expectedVersion: 'any', expectedLastEventId: 'x' }), TypeError, 'an id needs a version');
+      await t.rejects(store.append(stream('last-id-new'), eventsFor(id('last-id-new'), 1), { expectedVersion: 0n, expectedLastEventId: 'x' }), TypeError, 'a new stream has no last event');
+    });
+
+    t.test('given an append not yet committed, when another is queued on top of it by its version and last id, then both commit in order', async (t) => {
+      const { store } = await given(t);
+      const base = eventsFor(id('on-top-base'), 2);
+      const [under, over] = await Promise.all([
+        store.append(stream('on-top'), base, { expectedVersion: 0n }),
+        store.append(stream('on-top'), eventsFor(id('on-top-next'), 1), { expectedVersion: 2n, expectedLastEventId: base[1]!.eventId }),
+      ]);
+      t.same([under!.nextStreamVersion, over!.nextStreamVersion], [2n, 3n]);
+      t.ok(over!.lastPosition > under!.lastPosition);
+    });
+
     t.test('given stored events, when reading them by id, then known ids come back in position order and unknown ids are ignored', async (t) => {
       const { store } = await given(t);
       await store.append(stream('by-id-a'), eventsFor(id('by-id-a'), 2), { expectedVersion: 0n });

@@ -6,9 +6,9 @@ import { openLedgerDatabase, type LedgerDatabase } from '../../src/db/ledgerData
 import { DomainError, type ErrorCode } from '../../src/errors.ts';
 import {
   VersionConflict,
+  type AppendOptions,
   type AppendResult,
   type EventStore,
-  type ExpectedVersion,
   type NewEvent,
   type ReadAllOptions,
   type StoredEvent,
@@ -72,7 +72,7 @@ export class SpyingStore implements EventStore {
     return events;
   }
 
-  async append(streamName: string, events: NewEvent[], options: { expectedVersion: ExpectedVersion }): Promise<AppendResult> {
+  async append(streamName: string, events: NewEvent[], options: AppendOptions): Promise<AppendResult> {
     try {
       return await this.inner.append(streamName, events, options);
     } catch (error) {

@@ -25,6 +25,7 @@ export interface BatchRequest {
   streamName: string;
   events: PreparedEvent[];
   expectedVersion: ExpectedVersion;
+  expectedLastEventId?: string | undefined;
 }
 
 /** A queued append: one part, or several that are written together or not at all. */
@@ -68,7 +69,16 @@ interface HeadRow {
 interface VersionRow {
   stream_name: string;
   version: bigint | null;
+  last_event_id: string | null;
 }
+
+/** Where a stream ends: its version and the id of its last event (null for a new stream). */
+export interface StreamHead {
+  version: bigint;
+  lastEventId: string | null;
+}
+
+const newStream: StreamHead = { version: 0n, lastEventId: null };
 
 /**
  * The append lock, then what the batch is checked against: the head of the log, those of the
@@ -97,7 +107,7 @@ export function logStateOf(results: pg.QueryResult[]): LogState {
     position: head.rows[0]?.position ?? 0n,
     hash: head.rows[0]?.hash ?? genesisHash,
     existing: new Map(existing.rows.map((row) => [row.event_id, toStoredEvent(row)])),
-    versions: new Map(versions.rows.map((row) => [row.stream_name, row.version ?? 0n])),
+    streams: new Map(versions.rows.map((row) => [row.stream_name, { version: row.version ?? 0n, lastEventId: row.last_event_id }])),
   };
 }
 
@@ -111,7 +121,7 @@ export interface LogState {
   position: bigint;
   hash: string;
   existing: Map<string, StoredEvent>;
-  versions: Map<string, bigint>;
+  streams: Map<string, StreamHead>;
 }
 
 export interface BatchPlan {
@@ -136,7 +146,7 @@ interface WrittenRow {
  */
 export function planBatch(batch: BatchGroup[], log: LogState): BatchPlan {
   const recordedAt = new Date();
-  const plan = { position: log.position, hash: log.hash, versions: log.versions, written: new Map<string, StoredEvent>(), rows: [] as WrittenRow[] };
+  const plan: Plan = { position: log.position, hash: log.hash, streams: log.streams, written: new Map<string, StoredEvent>(), rows: [] };
 
   const outcomes = batch.map((group): AppendResult[] | Error => {
     const replays = group.map((request) => findReplay(request, log.existing, plan.written));
@@ -144,20 +154,26 @@ export function planBatch(batch: BatchGroup[], log: LogState): BatchPlan {
     if (failed !== undefined) return failed;
     if (replays.every((replay) => replay !== null)) return replays as AppendResult[];
     if (replays.some((replay) => replay !== null)) return new EventIdReused(group[0]!.events[0]!.eventId);
-    const conflict = group.find((request) => !versionMatches(request.expectedVersion, plan.versions.get(request.streamName) ?? 0n));
-    if (conflict !== undefined) return new VersionConflict(conflict.streamName, conflict.expectedVersion, plan.versions.get(conflict.streamName) ?? 0n);
+    const conflict = group.find((request) => !headMatches(request, plan.streams.get(request.streamName) ?? newStream));
+    if (conflict !== undefined) {
+      return new VersionConflict(conflict.streamName, conflict.expectedVersion, (plan.streams.get(conflict.streamName) ?? newStream).version);
+    }
     return group.map((request) => planRequest(request, plan, recordedAt));
   });
   return { outcomes, rows: plan.rows, headPosition: plan.position };
 }
 
+interface Plan {
+  position: bigint;
+  hash: string;
+  streams: Map<string, StreamHead>;
+  written: Map<string, StoredEvent>;
+  rows: WrittenRow[];
+}
+
 /** Assigns positions, the stream's next versions and the chained hashes to one accepted request. */
-function planRequest(
-  request: BatchRequest,
-  plan: { position: bigint; hash: string; versions: Map<string, bigint>; written: Map<string, StoredEvent>; rows: WrittenRow[] },
-  recordedAt: Date,
-): AppendResult {
-  const currentVersion = plan.versions.get(request.streamName) ?? 0n;
+function planRequest(request: BatchRequest, plan: Plan, recordedAt: Date): AppendResult {
+  const currentVersion = (plan.streams.get(request.streamName) ?? newStream).version;
   const stored = request.events.map((event, index): StoredEvent => {
     plan.position += 1n;
     const fields = {
@@ -177,12 +193,14 @@ function planRequest(
   });
   for (const event of stored) plan.written.set(event.eventId, event);
   const last = stored[stored.length - 1]!;
-  plan.versions.set(request.streamName, last.streamVersion);
+  plan.streams.set(request.streamName, { version: last.streamVersion, lastEventId: last.eventId });
   return { nextStreamVersion: last.streamVersion, lastPosition: last.position, replayed: false, events: stored };
 }
 
-function versionMatches(expected: ExpectedVersion, current: bigint): boolean {
-  return expected === 'any' || expected === current;
+function headMatches(request: BatchRequest, head: StreamHead): boolean {
+  if (request.expectedVersion === 'any') return true;
+  if (request.expectedVersion !== head.version) return false;
+  return request.expectedLastEventId === undefined || request.expectedLastEventId === head.lastEventId;
 }
 
 /**
@@ -223,11 +241,11 @@ function existingEventsStatement(batch: BatchGroup[]): Statement {
 function streamVersionsStatement(batch: BatchGroup[]): Statement {
   const names = [...new Set(batch.flatMap((group) => group.map((request) => request.streamName)))];
   return {
-    name: 'b3iq_append_versions',
-    text: `SELECT s.name AS stream_name,
-                  (SELECT stream_version FROM b3iq_events e WHERE e.stream_name = s.name
-                    ORDER BY stream_version DESC LIMIT 1) AS version
-             FROM unnest($1::text[]) AS s(name)`,
+    name: 'b3iq_append_stream_heads',
+    text: `SELECT s.name AS stream_name, e.stream_version AS version, e.event_id AS last_event_id
+             FROM unnest($1::text[]) AS s(name)
+             LEFT JOIN LATERAL (SELECT stream_version, event_id FROM b3iq_events
+                                 WHERE stream_name = s.name ORDER BY stream_version DESC LIMIT 1) e ON true`,
     values: [names],
   };
 }

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import {
   EventIdReused,
   VersionConflict,
+  type AppendOptions,
   type AppendResult,
   type EventStore,
   type ExpectedVersion,
@@ -67,8 +68,8 @@ export class PostgresEventStore implements EventStore {
   }
 
   /** Async so that invalid input rejects the returned promise, as every other failure does, instead of throwing. */
-  async append(streamName: string, events: NewEvent[], options: { expectedVersion: ExpectedVersion }): Promise<AppendResult> {
-    const [result] = await this.appendMulti([{ streamName, events, expectedVersion: options.expectedVersion }]);
+  async append(streamName: string, events: NewEvent[], options: AppendOptions): Promise<AppendResult> {
+    const [result] = await this.appendMulti([{ streamName, events, ...options }]);
     return result!;
   }
 
@@ -236,6 +237,9 @@ function prepareParts(parts: StreamAppend[]): BatchRequest[] {
   if (new Set(parts.map((part) => part.streamName)).size !== parts.length) throw new TypeError('each stream may appear once in an append');
   return parts.map((part) => {
     if (part.events.length === 0) throw new TypeError('append needs at least one event');
-    return { streamName: part.streamName, events: part.events.map(prepareEvent), expectedVersion: part.expectedVersion };
+    if (part.expectedLastEventId !== undefined && (typeof part.expectedVersion !== 'bigint' || part.expectedVersion <= 0n)) {
+      throw new TypeError('expectedLastEventId needs a positive expectedVersion');
+    }
+    return { streamName: part.streamName, events: part.events.map(prepareEvent), expectedVersion: part.expectedVersion, expectedLastEventId: part.expectedLastEventId };
   });
 }
