@@ -3,6 +3,7 @@ import t, { type Test } from 'tap';
 import { allProjections } from '../../projections/index.ts';
 import { ProjectionRunner } from '../../projections/runner.ts';
 import { executeAccountCommand, type CustomerAccountContext } from '../../src/commands/customerAccount.ts';
+import { StreamLocks } from '../../src/commands/streamLocks.ts';
 import {
   evolve,
   initialState,
@@ -37,28 +38,49 @@ interface Result {
 const server = await startServer(t);
 const baseSeed = seedFromEnvironment();
 
+/**
+ * Two layouts: eight workers each on its own (a process apiece, each with its own cache), and two
+ * processes of four workers (each process with its own connection pool and group commit, its
+ * workers sharing one cache and one set of stream locks, so one account's commands pipeline).
+ */
+const layouts = ['separate workers', 'two processes'] as const;
+
 for (const offset of [0, 1, 2]) {
   const seed = (baseSeed + offset) >>> 0;
-  t.test(`seed ${seed}`, async (t) => {
-    t.comment(`seed ${seed}: reproduce with B3IQ_SEED=${seed}`);
-    const ledger = await openLedger(t, await server.createDatabase());
-    const store = new SpyingStore(ledger.store);
-    const customers = customerIds(customerCount);
-    const setup = freshContext(store);
-    const results: Result[] = [];
-    for (const customerId of customers) {
-      results.push(await execute(setup, { kind: 'setup', command: { type: 'CreateCustomer', customerId } }));
-    }
-    const contexts = Array.from({ length: workerCount }, () => freshContext(store));
-    results.push(...(await runConcurrently(contexts, planCommands(mulberry32(seed), customers, commandCount))));
-    t.comment(`${describe(results)}; ${store.versionConflicts} appends lost a version race`);
+  for (const layout of layouts) {
+    t.test(`seed ${seed}, ${layout}`, async (t) => {
+      t.comment(`seed ${seed}: reproduce with B3IQ_SEED=${seed}`);
+      const url = await server.createDatabase();
+      const ledger = await openLedger(t, url);
+      const store = new SpyingStore(ledger.store);
+      const customers = customerIds(customerCount);
+      const setup = freshContext(store);
+      const results: Result[] = [];
+      for (const customerId of customers) {
+        results.push(await execute(setup, { kind: 'setup', command: { type: 'CreateCustomer', customerId } }));
+      }
+      let stores = [store];
+      let contexts: CustomerAccountContext[];
+      let workers: CustomerAccountContext[];
+      if (layout === 'separate workers') {
+        contexts = Array.from({ length: workerCount }, () => freshContext(store));
+        workers = contexts;
+      } else {
+        stores = [store, new SpyingStore((await openLedger(t, url)).store)];
+        contexts = stores.map((processStore) => ({ ...freshContext(processStore), locks: new StreamLocks() }));
+        workers = Array.from({ length: workerCount }, (_, index) => contexts[index % contexts.length]!);
+      }
+      results.push(...(await runConcurrently(workers, planCommands(mulberry32(seed), customers, commandCount))));
+      const conflicts = stores.reduce((sum, each) => sum + each.versionConflicts, 0);
+      t.comment(`${describe(results)}; ${conflicts} appends lost a version race`);
 
-    const log = await readWholeLog(ledger.store);
-    const commandsByEventId = checkOutcomes(t, results, log);
-    const folded = checkLog(t, log, commandsByEventId, results);
-    await checkCaches(t, contexts, customers, log);
-    await checkProjections(t, ledger, folded);
-  });
+      const log = await readWholeLog(ledger.store);
+      const commandsByEventId = checkOutcomes(t, results, log);
+      const folded = checkLog(t, log, commandsByEventId, results);
+      await checkCaches(t, contexts, customers, log);
+      await checkProjections(t, ledger, folded);
+    });
+  }
 }
 
 type Planned = PlannedCommand | { kind: 'setup'; command: CustomerAccountCommand };
