@@ -22,7 +22,10 @@ export interface CommandSpec<Command, Event extends { type: string; data: JsonOb
 export interface CommandOutcome<State> {
   events: StoredEvent[];
   state: State;
-  /** The operation had already been carried out; nothing was appended. */
+  /**
+   * Nothing was appended: the operation had already been carried out (`events` are the ones it
+   * stored), or the decision was that there was nothing to do (`events` is empty).
+   */
   replayed: boolean;
   lastPosition: bigint;
 }
@@ -157,7 +160,7 @@ async function decideAndQueue(parts: readonly BoundCommand<unknown>[], trustCach
     streamName: decision.part.streamName,
     events: decision.events,
     expectedVersion: decision.version,
-    ...(decision.lastEventId === undefined ? {} : { expectedLastEventId: decision.lastEventId }),
+    ...(decision.lastEvent === undefined ? {} : { expectedLastEvent: decision.lastEvent }),
   }));
   const [first] = streams;
   const appended = streams.length === 1 ? store.append(first!.streamName, first!.events, first!).then((result) => [result]) : store.appendMulti(streams);
@@ -166,18 +169,18 @@ async function decideAndQueue(parts: readonly BoundCommand<unknown>[], trustCach
 }
 
 /**
- * The outcomes of a group already carried out, or null when it was not. Groups are appended
- * atomically, so one command found in the log means the whole group is there.
+ * The outcomes of a group already carried out, or null when it was not: every command of the
+ * group must be in the log. One found alone is another operation under the same key (recovery
+ * releasing the reservation a request was about to release with its job's end), not this group.
  */
 async function earlierOutcomes(parts: readonly BoundCommand<unknown>[]): Promise<CommandOutcome<unknown>[] | null> {
-  const found = [];
-  for (const part of parts) found.push(await part.earlier());
-  if (found.every((outcome) => outcome === null)) return null;
-  const outcomes: CommandOutcome<unknown>[] = [];
-  for (const [index, outcome] of found.entries()) {
-    outcomes.push(outcome ?? { events: [], state: await parts[index]!.currentState(), replayed: true, lastPosition: 0n });
+  const found: CommandOutcome<unknown>[] = [];
+  for (const part of parts) {
+    const outcome = await part.earlier();
+    if (outcome === null) return null;
+    found.push(outcome);
   }
-  return outcomes;
+  return found;
 }
 
 interface Decision<State> {
@@ -187,11 +190,11 @@ interface Decision<State> {
   /** The state came from what this process knows (cache, append in flight) without asking the log. */
   fromCache: boolean;
   /**
-   * Set when the state is the one an append still in flight will write: the id of its last event,
-   * which the stream's last event must be, so that another writer's event at that version fails
-   * the append instead of passing for it.
+   * Set when the state is the one an append still in flight will write: its last event, which the
+   * stream's last event must be (id, type and data), so that another writer's event at that
+   * version fails the append instead of passing for it.
    */
-  lastEventId?: string;
+  lastEvent?: NewEvent;
   events: NewEvent[];
   /** Folds the decided events into the state. */
   evolve(state: State): State;
@@ -209,7 +212,7 @@ class RefusedByDecider extends Error {
 /** The state a queued append will leave its stream in, until it settles. */
 interface InFlight {
   version: bigint;
-  lastEventId: string;
+  lastEvent: NewEvent;
   state: unknown;
   settled: Promise<unknown>;
 }
@@ -237,7 +240,6 @@ export interface BoundCommand<State> {
   inFlight(decision: Decision<State>, appended: Promise<unknown>): void;
   applied(decision: Decision<State>, result: AppendResult): CommandOutcome<State>;
   earlier(): Promise<CommandOutcome<State> | null>;
-  currentState(): Promise<State>;
   reusedKeyError(): DomainError;
 }
 
@@ -256,17 +258,17 @@ export function bindCommand<Command, Event extends { type: string; data: JsonObj
     locks: context.locks,
     async decide(trustCache) {
       const pending = inFlight?.get(streamName);
-      let known: { version: bigint; state: State; lastEventId?: string } | undefined;
+      let known: { version: bigint; state: State; lastEvent?: NewEvent } | undefined;
       if (trustCache) {
         known =
           pending === undefined
             ? context.cache.get(streamName)
-            : { version: pending.version, state: pending.state as State, lastEventId: pending.lastEventId };
+            : { version: pending.version, state: pending.state as State, lastEvent: pending.lastEvent };
       } else if (pending !== undefined) {
         // What the log holds is only known once the appends queued before this one have settled.
         await pending.settled.catch(() => undefined);
       }
-      const { version, state, lastEventId }: { version: bigint; state: State; lastEventId?: string } = known ?? (await loadState(context, spec, streamName));
+      const { version, state, lastEvent }: { version: bigint; state: State; lastEvent?: NewEvent } = known ?? (await loadState(context, spec, streamName));
       let decided: Event[];
       try {
         decided = spec.decider.decide(command, state);
@@ -286,7 +288,7 @@ export function bindCommand<Command, Event extends { type: string; data: JsonObj
         version,
         state,
         fromCache: known !== undefined,
-        ...(lastEventId === undefined ? {} : { lastEventId }),
+        ...(lastEvent === undefined ? {} : { lastEvent }),
         events,
         evolve: (from) => decided.reduce(spec.decider.evolve, from),
       };
@@ -295,7 +297,7 @@ export function bindCommand<Command, Event extends { type: string; data: JsonObj
       if (inFlight === null) return;
       const entry: InFlight = {
         version: decision.version + BigInt(decision.events.length),
-        lastEventId: decision.events[decision.events.length - 1]!.eventId,
+        lastEvent: decision.events[decision.events.length - 1]!,
         state: decision.evolve(decision.state),
         settled: appended,
       };
@@ -311,7 +313,6 @@ export function bindCommand<Command, Event extends { type: string; data: JsonObj
       return { events: result.events, state: nextState, replayed: false, lastPosition: result.lastPosition };
     },
     earlier: () => findOperation(context, spec, command, streamName, operationKey, intentHash),
-    currentState: async () => (await loadState(context, spec, streamName)).state,
     reusedKeyError: () => spec.reusedKeyError(command),
   };
   return bound;

@@ -45,11 +45,13 @@ export interface StreamAppend extends AppendOptions {
 export interface AppendOptions {
   expectedVersion: ExpectedVersion;
   /**
-   * With a positive expectedVersion: the id of the stream's event at that version. A version
-   * alone says how many events a stream holds; with the id it says which, so an append decided on
-   * an append not yet committed fails if another writer's event took that version instead.
+   * With a positive expectedVersion: the stream's event at that version must be this one, with
+   * the same id, type and data (metadata is not compared, as for a replay). A version alone says
+   * how many events a stream holds; with the event it says which, so an append decided on one not
+   * yet committed fails if another writer's event took that version instead — even one that reused
+   * the id for other content.
    */
-  expectedLastEventId?: string;
+  expectedLastEvent?: Pick<NewEvent, 'eventId' | 'type' | 'data'>;
 }
 
 export interface AppendResult {

@@ -131,6 +131,13 @@ export async function runChatCompletion(
 ): Promise<void> {
   const { accounts, jobs, settings } = dependencies;
   const customerId = principal.customerId;
+  // A client that goes away at any point from here on aborts the dispatch (or stops it starting).
+  const aborted = new AbortController();
+  const abortIfGone = () => {
+    if (!connection.response.writableFinished) aborted.abort();
+  };
+  if (connection.response.destroyed) abortIfGone();
+  else connection.response.once('close', abortIfGone);
   // 0. A request under a known Idempotency-Key is answered from its first run, or refused.
   const idempotency = idempotencyKey === null ? null : await checkIdempotency(dependencies, customerId, request, idempotencyKey, connection);
   if (idempotency?.replayed === true) return;
@@ -165,10 +172,6 @@ export async function runChatCompletion(
     }),
   );
   const recorded = idempotency === null ? null : recordResponse(connection.response, settings.maxResponseBytes);
-  const aborted = new AbortController();
-  connection.response.once('close', () => {
-    if (!connection.response.writableFinished) aborted.abort();
-  });
   const outcome: JobOutcome = { attempts: [], firstByteMs: null, completion: null, receipt: null, failure: null };
   const dispatchTerms = (candidate: RouteCandidate): DispatchTerms => ({
     jobId: job.jobId,
@@ -385,8 +388,9 @@ async function settle(dependencies: ChatDependencies, customerId: string, jobId:
   try {
     await handleCommandsTogether(accountCommand(accounts, resolve), jobCommand(jobs, { type: 'FinishJob', jobId, outcome }));
   } catch (error) {
-    if (!(error instanceof DomainError && error.code === 'reservation_already_resolved')) throw error;
-    const unpaid: JobOutcome = { ...outcome, receipt: null, failure: outcome.failure ?? error.code };
+    if (!(error instanceof DomainError && (error.code === 'reservation_already_resolved' || error.code === 'reservation_not_open'))) throw error;
+    // An accepted receipt cannot be recorded without its capture; a rejected one stays on record.
+    const unpaid: JobOutcome = { ...outcome, receipt: receipt?.accepted === true ? null : receipt, failure: outcome.failure ?? error.code };
     await executeJobCommand(jobs, { type: 'FinishJob', jobId, outcome: unpaid }).catch((finishing: unknown) => {
       if (!(finishing instanceof DomainError && finishing.code === 'version_conflict')) throw finishing;
     });

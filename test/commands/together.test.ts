@@ -223,3 +223,44 @@ t.test('when an append in flight loses to another writer, the ones queued on it 
   t.ok(held.versionConflicts >= 2, 'both queued appends failed their check');
   t.equal(await available('pipe-2'), 20n, 'never below zero, nothing decided on a state the log does not hold');
 });
+
+t.test('an append queued on one that reused another operation\'s event ids is decided again, never on a state the log lacks', async (t) => {
+  // Found in review: the first append's ids were already stored by another operation with other
+  // content (the same deposit reference, another amount). The log's last event then has the id
+  // the queued append expects, at the version it expects; only its content tells it apart.
+  const first = contexts();
+  const second = contexts((await openLedger(t, url)).store);
+  await funded('reuse-1', 100n, first.accounts);
+  await readAccountState(second.accounts, 'reuse-1');
+  await executeAccountCommand(first.accounts, { type: 'Deposit', customerId: 'reuse-1', reference: 'wire-9', amountWei: 10n });
+  // The second process has not seen that deposit; it takes the same reference for 1000 and, on
+  // the state that would leave, a reservation of 500.
+  const [deposit, reservation] = await Promise.all([
+    domainErrorCode(executeAccountCommand(second.accounts, { type: 'Deposit', customerId: 'reuse-1', reference: 'wire-9', amountWei: 1_000n })),
+    domainErrorCode(executeAccountCommand(second.accounts, { type: 'Reserve', customerId: 'reuse-1', jobId: 'job-reuse-1', amountWei: 500n })),
+  ]);
+  t.same([deposit, reservation], ['idempotency_key_reused', 'insufficient_balance']);
+  t.equal(await available('reuse-1'), 110n);
+  t.equal(
+    await domainErrorCode(executeAccountCommand(second.accounts, { type: 'Reserve', customerId: 'reuse-1', jobId: 'job-reuse-2', amountWei: 500n })),
+    'insufficient_balance',
+    'and the second process does not keep a state the log never held',
+  );
+});
+
+t.test('a group is a replay only when every command of it is in the log', async (t) => {
+  // Recovery released the reservation alone; the request then settles with Release + FinishJob.
+  const { accounts, jobs } = contexts();
+  await funded('half-1', 1_000n, accounts);
+  await handleCommandsTogether(
+    accountCommand(accounts, { type: 'Reserve', customerId: 'half-1', jobId: 'job-half-1', amountWei: 100n }),
+    jobCommand(jobs, start('job-half-1', 'half-1')),
+  );
+  await executeAccountCommand(accounts, { type: 'Release', customerId: 'half-1', jobId: 'job-half-1', reason: 'stale_reservation_recovered' });
+  const settled = handleCommandsTogether(
+    accountCommand(accounts, { type: 'Release', customerId: 'half-1', jobId: 'job-half-1', reason: 'response_incomplete' }),
+    jobCommand(jobs, { type: 'FinishJob', jobId: 'job-half-1', outcome: { attempts: [], firstByteMs: null, completion: null, receipt: null, failure: 'response_incomplete' } }),
+  );
+  t.equal(await domainErrorCode(settled), 'reservation_not_open', 'refused, not answered as if the job had been finished');
+  t.same((await store.readStream('job-job-half-1')).map((event) => event.type), ['JobRequested'], 'the caller still has to finish the job');
+});

@@ -329,32 +329,58 @@ export function eventStoreContract(t: Test, name: string, makeStore: () => Promi
       t.equal(await store.headPosition(), head);
     });
 
-    t.test('given a stream at version 2, when appending with the id of its last event, then only the right id passes', async (t) => {
+    t.test('given a stream at version 2, when appending on the event expected last, then only that very event passes', async (t) => {
       const { store } = await given(t);
-      const [first, second] = eventsFor(id('last-id'), 2);
-      await store.append(stream('last-id'), [first!, second!], { expectedVersion: 0n });
+      const [first, second] = eventsFor(id('last-event'), 2, { amount_wei: '10' });
+      await store.append(stream('last-event'), [first!, second!], { expectedVersion: 0n });
       const head = await store.headPosition();
+      const onTopOf = (expectedLastEvent: NewEvent, label: string) =>
+        store.append(stream('last-event'), eventsFor(id(`last-event-${label}`), 1), { expectedVersion: 2n, expectedLastEvent });
+      await t.rejects(onTopOf(first!, 'earlier'), VersionConflict, 'the version matches but the event at it is another');
       await t.rejects(
-        store.append(stream('last-id'), eventsFor(id('last-id-wrong'), 1), { expectedVersion: 2n, expectedLastEventId: first!.eventId }),
+        onTopOf({ ...second!, data: { ...second!.data, amount_wei: '1000' } }, 'other-data'),
         VersionConflict,
-        'the version matches but the event at it is another',
+        'the id matches but the event holds other data: another operation reused the id',
       );
+      await t.rejects(onTopOf({ ...second!, type: 'Other' }, 'other-type'), VersionConflict, 'or another type');
       t.equal(await store.headPosition(), head, 'nothing appended');
-      const appended = await store.append(stream('last-id'), eventsFor(id('last-id-right'), 1), { expectedVersion: 2n, expectedLastEventId: second!.eventId });
-      t.equal(appended.nextStreamVersion, 3n);
-      await t.rejects(store.append(stream('last-id'), eventsFor(id('last-id-any'), 1), { expectedVersion: 'any', expectedLastEventId: 'x' }), TypeError, 'an id needs a version');
-      await t.rejects(store.append(stream('last-id-new'), eventsFor(id('last-id-new'), 1), { expectedVersion: 0n, expectedLastEventId: 'x' }), TypeError, 'a new stream has no last event');
+      const appended = await onTopOf({ ...second!, metadata: { ignored: true } }, 'right');
+      t.equal(appended.nextStreamVersion, 3n, 'the same id, type and data pass; metadata is not compared');
+      await t.rejects(
+        store.append(stream('last-event'), eventsFor(id('last-event-any'), 1), { expectedVersion: 'any', expectedLastEvent: second! }),
+        TypeError,
+        'an expected event needs a version',
+      );
+      await t.rejects(
+        store.append(stream('last-event-new'), eventsFor(id('last-event-new'), 1), { expectedVersion: 0n, expectedLastEvent: second! }),
+        TypeError,
+        'a new stream has no last event',
+      );
     });
 
-    t.test('given an append not yet committed, when another is queued on top of it by its version and last id, then both commit in order', async (t) => {
+    t.test('given an append not yet committed, when another is queued on top of it by its version and last event, then both commit in order', async (t) => {
       const { store } = await given(t);
       const base = eventsFor(id('on-top-base'), 2);
       const [under, over] = await Promise.all([
         store.append(stream('on-top'), base, { expectedVersion: 0n }),
-        store.append(stream('on-top'), eventsFor(id('on-top-next'), 1), { expectedVersion: 2n, expectedLastEventId: base[1]!.eventId }),
+        store.append(stream('on-top'), eventsFor(id('on-top-next'), 1), { expectedVersion: 2n, expectedLastEvent: base[1]! }),
       ]);
       t.same([under!.nextStreamVersion, over!.nextStreamVersion], [2n, 3n]);
       t.ok(over!.lastPosition > under!.lastPosition);
+    });
+
+    t.test('given one event id twice in an append, then it is refused before anything is written', async (t) => {
+      const { store, head } = await given(t);
+      const [event] = eventsFor(id('twice-in-one'), 1);
+      await t.rejects(store.append(stream('twice-in-one'), [event!, event!], { expectedVersion: 0n }), TypeError);
+      await t.rejects(
+        store.appendMulti([
+          { streamName: stream('twice-a'), events: [event!], expectedVersion: 0n },
+          { streamName: stream('twice-b'), events: [event!], expectedVersion: 0n },
+        ]),
+        TypeError,
+      );
+      t.equal(await store.headPosition(), head);
     });
 
     t.test('given stored events, when reading them by id, then known ids come back in position order and unknown ids are ignored', async (t) => {

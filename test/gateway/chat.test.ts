@@ -7,6 +7,9 @@ import { devModel, fundedCustomerWithKey, priceDevModel, startTestNode, type Tes
 import { startEmbeddedPostgres } from '../support/postgres.ts';
 import { ledgerIdentity, startTestLedger } from '../support/testApp.ts';
 import { acceptance, verifyCountersignature } from '../../src/receipts/acceptance.ts';
+import { AggregateCache } from '../../src/commands/aggregateCache.ts';
+import { executeAccountCommand } from '../../src/commands/customerAccount.ts';
+import { eventually } from '../support/waiting.ts';
 
 /**
  * The paid path end to end over loopback: the official openai client → gateway (real PostgreSQL)
@@ -297,6 +300,40 @@ t.test('Idempotency-Key: a replay returns the first result and bills once; anoth
   await running;
   const jobs = await ledger.ledger.db.selectFrom('jobs').select('job_id').where('customer_id', '=', customer.customerId).execute();
   t.equal(jobs.length, 2, 'one job per key');
+});
+
+t.test('a reservation released while its request is at the node charges nothing, and the job is still finished', async (t) => {
+  const customer = await fundedCustomerWithKey(ledger, { depositWei: '10000000000000' });
+  const before = await account(customer);
+  t.teardown(() => {
+    fast.runtime.setOptions({ firstTokenDelayMs: 0 });
+    slow.runtime.setOptions({ firstTokenDelayMs: 0 });
+  });
+  fast.runtime.setOptions({ firstTokenDelayMs: 400 });
+  slow.runtime.setOptions({ firstTokenDelayMs: 400 });
+  const running = client(customer.apiKey)
+    .chat.completions.create(chatBody)
+    .then(
+      () => 'answered',
+      (error: { status?: number; code?: string }) => `${error.status} ${error.code}`,
+    );
+  const reserved = async () => {
+    await settled();
+    return ledger.ledger.db.selectFrom('jobs').select(['job_id']).where('customer_id', '=', customer.customerId).where('billing_status', '=', 'reserved').execute();
+  };
+  await eventually('the request to hold its reservation', async () => (await reserved()).length === 1);
+  const [job] = await reserved();
+  // Stale-reservation recovery's release, from another process (its own cache).
+  await executeAccountCommand({ store: ledger.ledger.store, cache: new AggregateCache() }, { type: 'Release', customerId: customer.customerId, jobId: job!.job_id, reason: 'stale_reservation_recovered' });
+  t.equal(await running, '409 reservation_already_resolved', 'the receipt cannot be charged: the client is told so');
+  await settled();
+  t.same(await account(customer), before, 'nothing charged');
+  const row = await ledger.ledger.db.selectFrom('jobs').select(['status', 'billing_status']).where('job_id', '=', job!.job_id).executeTakeFirstOrThrow();
+  t.same([row.status, row.billing_status], ['failed', 'released']);
+  const types = (await ledger.ledger.store.readStream(`job-${job!.job_id}`)).map((event) => event.type);
+  t.equal(types.at(-1), 'JobFailed', 'the job is finished, its attempts and completion on record');
+  t.notOk(types.includes('ReceiptAccepted'), 'and no receipt is recorded as accepted without its capture');
+  t.equal(await accountsSumToZero(), 0n);
 });
 
 t.test('a priced model no node can serve answers 503 no_healthy_candidates', async (t) => {

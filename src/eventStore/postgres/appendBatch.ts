@@ -25,7 +25,8 @@ export interface BatchRequest {
   streamName: string;
   events: PreparedEvent[];
   expectedVersion: ExpectedVersion;
-  expectedLastEventId?: string | undefined;
+  /** The event the stream must end with, its data in canonical form (AppendOptions.expectedLastEvent). */
+  expectedLastEvent?: { eventId: string; type: string; canonicalData: string } | undefined;
 }
 
 /** A queued append: one part, or several that are written together or not at all. */
@@ -154,7 +155,7 @@ export function planBatch(batch: BatchGroup[], log: LogState): BatchPlan {
     if (failed !== undefined) return failed;
     if (replays.every((replay) => replay !== null)) return replays as AppendResult[];
     if (replays.some((replay) => replay !== null)) return new EventIdReused(group[0]!.events[0]!.eventId);
-    const conflict = group.find((request) => !headMatches(request, plan.streams.get(request.streamName) ?? newStream));
+    const conflict = group.find((request) => !headMatches(request, plan.streams.get(request.streamName) ?? newStream, log.existing, plan.written));
     if (conflict !== undefined) {
       return new VersionConflict(conflict.streamName, conflict.expectedVersion, (plan.streams.get(conflict.streamName) ?? newStream).version);
     }
@@ -197,10 +198,14 @@ function planRequest(request: BatchRequest, plan: Plan, recordedAt: Date): Appen
   return { nextStreamVersion: last.streamVersion, lastPosition: last.position, replayed: false, events: stored };
 }
 
-function headMatches(request: BatchRequest, head: StreamHead): boolean {
+function headMatches(request: BatchRequest, head: StreamHead, existing: Map<string, StoredEvent>, written: Map<string, StoredEvent>): boolean {
   if (request.expectedVersion === 'any') return true;
   if (request.expectedVersion !== head.version) return false;
-  return request.expectedLastEventId === undefined || request.expectedLastEventId === head.lastEventId;
+  const expected = request.expectedLastEvent;
+  if (expected === undefined) return true;
+  if (expected.eventId !== head.lastEventId) return false;
+  const last = written.get(expected.eventId) ?? existing.get(expected.eventId);
+  return last !== undefined && last.streamName === request.streamName && last.type === expected.type && canonicalJson(last.data) === expected.canonicalData;
 }
 
 /**
@@ -233,7 +238,9 @@ function findReplay(
 }
 
 function existingEventsStatement(batch: BatchGroup[]): Statement {
-  const ids = batch.flatMap((group) => group.flatMap((request) => request.events.map((event) => event.eventId)));
+  const ids = batch.flatMap((group) =>
+    group.flatMap((request) => [...request.events.map((event) => event.eventId), ...(request.expectedLastEvent === undefined ? [] : [request.expectedLastEvent.eventId])]),
+  );
   return { name: 'b3iq_append_existing', text: `SELECT ${eventColumns} FROM b3iq_events WHERE event_id = ANY($1::text[])`, values: [ids] };
 }
 

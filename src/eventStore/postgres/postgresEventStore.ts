@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { canonicalJson } from '../../canonicalJson.ts';
 import {
   EventIdReused,
   VersionConflict,
@@ -235,11 +236,21 @@ export class PostgresEventStore implements EventStore {
 function prepareParts(parts: StreamAppend[]): BatchRequest[] {
   if (parts.length === 0) throw new TypeError('append needs at least one stream');
   if (new Set(parts.map((part) => part.streamName)).size !== parts.length) throw new TypeError('each stream may appear once in an append');
+  const ids = parts.flatMap((part) => part.events.map((event) => event.eventId));
+  if (new Set(ids).size !== ids.length) throw new TypeError('an event id may appear once in an append');
   return parts.map((part) => {
     if (part.events.length === 0) throw new TypeError('append needs at least one event');
-    if (part.expectedLastEventId !== undefined && (typeof part.expectedVersion !== 'bigint' || part.expectedVersion <= 0n)) {
-      throw new TypeError('expectedLastEventId needs a positive expectedVersion');
+    const expected = part.expectedLastEvent;
+    if (expected !== undefined && (typeof part.expectedVersion !== 'bigint' || part.expectedVersion <= 0n)) {
+      throw new TypeError('expectedLastEvent needs a positive expectedVersion');
     }
-    return { streamName: part.streamName, events: part.events.map(prepareEvent), expectedVersion: part.expectedVersion, expectedLastEventId: part.expectedLastEventId };
+    return {
+      streamName: part.streamName,
+      events: part.events.map(prepareEvent),
+      expectedVersion: part.expectedVersion,
+      ...(expected === undefined
+        ? {}
+        : { expectedLastEvent: { eventId: expected.eventId, type: expected.type, canonicalData: canonicalJson(prepareEvent({ ...expected }).data) } }),
+    };
   });
 }
