@@ -1,5 +1,5 @@
 /**
- * npm run bench:gateway [-- --quick] [--customers N]
+ * npm run bench:gateway [-- --quick] [--customers N] [--first-token-delay-ms N] [--token-delay-ms N]
  *
  * Billed chat completions through the gateway against a bare pass-through proxy to the same
  * scripted runtime, measured in the same run, on loopback with a throwaway embedded PostgreSQL
@@ -17,7 +17,9 @@
  * process's own, against what the clients received.
  *
  * By default each client is its own customer with its own key (64 customers); `--customers 1`
- * puts all 64 clients on one customer's account, whose commands queue behind each other.
+ * puts all 64 clients on one customer's account, whose commands share its stream's group commits.
+ * The runtime answers at once unless paced: `--first-token-delay-ms` and `--token-delay-ms` give
+ * it a model's timing, so the ratio shows what billing adds on top of model time.
  *
  * The last line is the summary, from the non-streaming phases at 64 clients:
  *   billed_rps=<n> proxy_rps=<n> ratio=<x> added_p50_ms=<x> added_p99_ms=<x>
@@ -29,7 +31,7 @@ import { cpuBetween, findPostmaster, snapshotCpu, type CpuUsage, type WatchedPro
 import { auditLedger, type ClientTally } from './gatewayLedger.ts';
 import { startLoadWorker, type LoadResult, type LoadWorker } from './gatewayLoad.ts';
 import type { StoppedService } from './gatewayService.ts';
-import { depositWei, startGatewayStack, type GatewayStack } from './gatewayStack.ts';
+import { depositWei, startGatewayStack, type GatewayStack, type RuntimePacing } from './gatewayStack.ts';
 
 interface Plan {
   name: string;
@@ -62,6 +64,18 @@ interface Pooled {
   p50Ms: number;
   p99Ms: number;
   measured: number;
+}
+
+/** A runtime delay flag: a whole number of milliseconds from 0 to 60,000; 0 when absent. */
+function delayFlag(name: string): number {
+  const value = Number(flagValue(name) ?? 0);
+  if (!Number.isSafeInteger(value) || value < 0 || value > 60_000) throw new Error(`${name} must be an integer from 0 to 60000`);
+  return value;
+}
+
+function describePacing(pacing: RuntimePacing): string {
+  if (pacing.firstTokenDelayMs === 0 && pacing.tokenDelayMs === 0) return 'at once';
+  return `after ${pacing.firstTokenDelayMs} ms, then a token every ${pacing.tokenDelayMs} ms,`;
 }
 
 function flagValue(name: string): string | undefined {
@@ -224,20 +238,20 @@ function report(runs: PhaseRun[], ledgerOk: boolean): void {
 }
 
 /** The processes under test and the load generator start side by side; if one fails, the other is stopped. */
-async function startStackAndWorker(databaseUrl: string, customerCount: number): Promise<{ stack: GatewayStack; worker: LoadWorker }> {
-  const [stack, worker] = await Promise.allSettled([startGatewayStack(databaseUrl, customerCount), startLoadWorker()]);
+async function startStackAndWorker(databaseUrl: string, customerCount: number, pacing: RuntimePacing): Promise<{ stack: GatewayStack; worker: LoadWorker }> {
+  const [stack, worker] = await Promise.allSettled([startGatewayStack(databaseUrl, customerCount, pacing), startLoadWorker()]);
   if (stack.status === 'fulfilled' && worker.status === 'fulfilled') return { stack: stack.value, worker: worker.value };
   if (stack.status === 'fulfilled') await stack.value.close();
   if (worker.status === 'fulfilled') await worker.value.stop();
   throw stack.status === 'rejected' ? stack.reason : (worker as PromiseRejectedResult).reason;
 }
 
-async function benchmark(server: TestPostgres, plan: Plan, customerCount: number): Promise<boolean> {
+async function benchmark(server: TestPostgres, plan: Plan, customerCount: number, pacing: RuntimePacing): Promise<boolean> {
   const [load1, load5] = os.loadavg();
   console.log(
     `gateway benchmark (${plan.name}): PostgreSQL ${server.serverVersion} (embedded, fsync on), Node ${process.version}, ` +
       `${os.cpus().length} cores (load average ${fixed(load1 ?? 0)} / ${fixed(load5 ?? 0)} at start), ${clients} clients over keep-alive, ` +
-      `${customerCount} customer(s) with one gateway key each; dev runtime answering at once with 16 completion tokens; ` +
+      `${customerCount} customer(s) with one gateway key each; dev runtime answering ${describePacing(pacing)} with 16 completion tokens; ` +
       `${plan.rounds} round(s) of ${plan.durationMs / 1000} s per phase after ${plan.warmupMs / 1000} s warm-up`,
   );
   const commit = await commitLatencyMs(await server.createDatabase(), 100);
@@ -251,7 +265,7 @@ async function benchmark(server: TestPostgres, plan: Plan, customerCount: number
   );
   console.log(`PostgreSQL commit latency (one-row insert, fsync on, one at a time): p50_ms=${fixed(commit.p50)} p99_ms=${fixed(commit.p99)}`);
   progress('starting `b3iq serve` and the host agent with the dev runtime in child processes, the proxy here');
-  const { stack, worker } = await startStackAndWorker(await server.createDatabase(), customerCount);
+  const { stack, worker } = await startStackAndWorker(await server.createDatabase(), customerCount, pacing);
   progress(`${customerCount} funded customer(s) with gateway keys; host agent enrolled`);
   let runs: PhaseRun[];
   let ledgerOk: boolean;
@@ -274,11 +288,12 @@ async function benchmark(server: TestPostgres, plan: Plan, customerCount: number
 const plan = process.argv.includes('--quick') ? quickPlan : fullPlan;
 const customerCount = Number(flagValue('--customers') ?? clients);
 if (!Number.isSafeInteger(customerCount) || customerCount < 1 || customerCount > 10_000) throw new Error('--customers must be an integer from 1 to 10000');
+const pacing: RuntimePacing = { firstTokenDelayMs: delayFlag('--first-token-delay-ms'), tokenDelayMs: delayFlag('--token-delay-ms') };
 progress('starting embedded PostgreSQL');
 const server = await startEmbeddedPostgres();
 let consistent = false;
 try {
-  consistent = await benchmark(server, plan, customerCount);
+  consistent = await benchmark(server, plan, customerCount, pacing);
 } finally {
   await server.stop();
 }

@@ -27,6 +27,9 @@ export interface GatewayNodeConfig {
   controlPlaneUrl: string;
   /** The one model the dev runtime serves. */
   model: string;
+  /** The dev runtime's pacing: before the first token and between tokens (0 answers at once). */
+  firstTokenDelayMs: number;
+  tokenDelayMs: number;
 }
 
 export interface GatewayNodeReady {
@@ -135,9 +138,19 @@ async function stopChild(child: NodeChild): Promise<void> {
 function parseConfig(line: string): GatewayNodeConfig {
   const value: unknown = JSON.parse(line);
   if (typeof value !== 'object' || value === null) throw new Error('the node configuration must be a JSON object');
-  const { controlPlaneUrl, model } = value as Record<string, unknown>;
+  const { controlPlaneUrl, model, firstTokenDelayMs, tokenDelayMs } = value as Record<string, unknown>;
   if (typeof controlPlaneUrl !== 'string' || typeof model !== 'string') throw new Error('the node configuration needs controlPlaneUrl and model');
-  return { controlPlaneUrl: new URL(controlPlaneUrl).href, model };
+  const delay = (ms: unknown, name: string) => {
+    if (ms === undefined) return 0;
+    if (typeof ms !== 'number' || !Number.isSafeInteger(ms) || ms < 0) throw new Error(`${name} must be a non-negative integer`);
+    return ms;
+  };
+  return {
+    controlPlaneUrl: new URL(controlPlaneUrl).href,
+    model,
+    firstTokenDelayMs: delay(firstTokenDelayMs, 'firstTokenDelayMs'),
+    tokenDelayMs: delay(tokenDelayMs, 'tokenDelayMs'),
+  };
 }
 
 interface RunningNode {
@@ -146,10 +159,15 @@ interface RunningNode {
   agent: StartedHostAgent | null;
 }
 
-/** The same node the benchmark always ran: 16 tokens at once, 256 requests in flight, heartbeats every second. */
+/** The benchmark's node: 16 tokens (at once unless paced), 256 requests in flight, heartbeats every second. */
 async function startNode(config: GatewayNodeConfig, node: RunningNode): Promise<GatewayNodeReady> {
   node.dataDir = await mkdtemp(join(tmpdir(), 'b3iq-bench-node-'));
-  node.runtime = await startDevRuntime({ models: [config.model], completionTokens: 16 });
+  node.runtime = await startDevRuntime({
+    models: [config.model],
+    completionTokens: 16,
+    firstTokenDelayMs: config.firstTokenDelayMs,
+    tokenDelayMs: config.tokenDelayMs,
+  });
   node.agent = await startHostAgent({
     runtimeUrl: node.runtime.url,
     runtimeKind: 'openai',

@@ -155,12 +155,18 @@ async function settle(pool: pg.Pool, timeoutMs: number): Promise<number> {
   }
 }
 
-export async function startGatewayStack(databaseUrl: string, customerCount: number): Promise<GatewayStack> {
+/** How the dev runtime paces its answers: 0 and 0 answer at once. */
+export interface RuntimePacing {
+  firstTokenDelayMs: number;
+  tokenDelayMs: number;
+}
+
+export async function startGatewayStack(databaseUrl: string, customerCount: number, pacing: RuntimePacing): Promise<GatewayStack> {
   const service = await startServiceProcess({ databaseUrl, settings: serviceSettings });
   const pool = createPool({ connectionString: databaseUrl, max: 2 });
   let node: GatewayNode | null = null;
   try {
-    node = await startGatewayNode({ controlPlaneUrl: service.url, model: benchModel });
+    node = await startGatewayNode({ controlPlaneUrl: service.url, model: benchModel, ...pacing });
     const admin = adminClient(service);
     await admin('PUT', `/v1/admin/models/${benchModel}/price`, {
       prompt_price_per_million_wei: '1000000000',
