@@ -68,6 +68,10 @@ export async function handleCommand<Command, Event extends { type: string; data:
  * commits: the next command on the stream decides on the state the queued append will write and
  * expects the version after it, so the commands of one busy account share group commits. If an
  * append fails, the ones queued on top of it fail their version check and are decided again.
+ *
+ * A command that decides nothing adds no part to the append, so its stream's version is not
+ * checked with the others': group only commands whose decision does not depend on another part's
+ * stream staying put (the gateway's reserve + start and settle + finish each decide every time).
  */
 export async function handleCommandsTogether<const Parts extends readonly BoundCommand<unknown>[]>(
   ...parts: Parts
