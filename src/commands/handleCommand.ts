@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { canonicalJson } from '../canonicalJson.ts';
 import type { Decider } from '../deciders/decider.ts';
 import { DomainError, invariant } from '../errors.ts';
@@ -195,8 +195,8 @@ interface Decision<State> {
   fromCache: boolean;
   /**
    * Set when the state is the one an append still in flight will write: its last event, which the
-   * stream's last event must be (id, type and data), so that another writer's event at that
-   * version fails the append instead of passing for it.
+   * stream's last event must be (id, type, data and metadata with its append id), so the append
+   * passes only if that append wrote it — not a replay of it, not another writer.
    */
   lastEvent?: NewEvent;
   events: NewEvent[];
@@ -281,11 +281,14 @@ export function bindCommand<Command, Event extends { type: string; data: JsonObj
         throw known === undefined ? new RefusedByDecider(error) : new StaleCache();
       }
       invariant(decided.length <= maxEventsPerCommand, 'a command yields at most 16 events');
+      // The append id makes these events this append's alone: a command queued on top of it
+      // expects its last event, metadata included, so only this append writing it lets that pass.
+      const appendId = randomUUID();
       const events = decided.map((event, index) => ({
         eventId: operationEventId(streamName, operationKey, index),
         type: event.type,
         data: event.data,
-        metadata: { operation: operationKey, intent_hash: intentHash },
+        metadata: { operation: operationKey, intent_hash: intentHash, append_id: appendId },
       }));
       return {
         part: bound,

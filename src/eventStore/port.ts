@@ -45,13 +45,13 @@ export interface StreamAppend extends AppendOptions {
 export interface AppendOptions {
   expectedVersion: ExpectedVersion;
   /**
-   * With a positive expectedVersion: the stream's event at that version must be this one, with
-   * the same id, type and data (metadata is not compared, as for a replay). A version alone says
-   * how many events a stream holds; with the event it says which, so an append decided on one not
-   * yet committed fails if another writer's event took that version instead — even one that reused
-   * the id for other content.
+   * With a positive expectedVersion: the stream's event at that version must be this very event,
+   * with the same id, type, data and metadata. A version alone says how many events a stream
+   * holds; the event says which. Metadata unique to one append (the command handler puts a random
+   * append id in it) makes a match prove that this append wrote the event — not another writer
+   * that reused the id, nor an identical copy another operation wrote, which a replay would accept.
    */
-  expectedLastEvent?: Pick<NewEvent, 'eventId' | 'type' | 'data'>;
+  expectedLastEvent?: Pick<NewEvent, 'eventId' | 'type' | 'data' | 'metadata'>;
 }
 
 export interface AppendResult {

@@ -4,7 +4,9 @@ import { accountCommand, executeAccountCommand, readAccountState, type CustomerA
 import { handleCommandsTogether } from '../../src/commands/handleCommand.ts';
 import { jobCommand, readJobState, type JobContext } from '../../src/commands/job.ts';
 import { StreamLocks } from '../../src/commands/streamLocks.ts';
+import { evolve as evolveAccount, initialState as initialAccountState } from '../../src/deciders/customerAccount/decider.ts';
 import type { JobCommand, JobState } from '../../src/deciders/job/decider.ts';
+import { parseCustomerAccountEvent } from '../../src/events/customerAccount.ts';
 import type { AppendOptions, AppendResult, EventStore, ExpectedVersion, NewEvent } from '../../src/eventStore/port.ts';
 import { domainErrorCode, freshContext, openLedger, SpyingStore, startServer } from '../support/ledger.ts';
 import { eventually } from '../support/waiting.ts';
@@ -263,4 +265,36 @@ t.test('a group is a replay only when every command of it is in the log', async 
   );
   t.equal(await domainErrorCode(settled), 'reservation_not_open', 'refused, not answered as if the job had been finished');
   t.same((await store.readStream('job-job-half-1')).map((event) => event.type), ['JobRequested'], 'the caller still has to finish the job');
+});
+
+t.test('a chain of queued appends holds only if every link was written by this process, not replayed', async (t) => {
+  // Found in the second review: Z loses a version race, A (queued on Z) is a deposit the other
+  // process wrote identically meanwhile, so A replays; B (queued on A) must not pass on the stream
+  // that now ends with an event identical to A's, since the state it was decided on includes Z.
+  const held = new HeldStore(store);
+  const { accounts } = contexts(held);
+  const other = contexts((await openLedger(t, url)).store);
+  await funded('chain-1', 100n, accounts);
+  held.expected.length = 0;
+  held.hold();
+  const z = domainErrorCode(executeAccountCommand(accounts, { type: 'Deposit', customerId: 'chain-1', reference: 'wire-X', amountWei: 1_000n }));
+  const a = domainErrorCode(executeAccountCommand(accounts, { type: 'Deposit', customerId: 'chain-1', reference: 'wire-Y', amountWei: 1n }));
+  const b = domainErrorCode(executeAccountCommand(accounts, { type: 'Reserve', customerId: 'chain-1', jobId: 'job-chain-1', amountWei: 1_000n }));
+  await eventually('three appends queued on each other', () => held.expected.length === 3);
+  await executeAccountCommand(other.accounts, { type: 'Reserve', customerId: 'chain-1', jobId: 'job-chain-elsewhere', amountWei: 100n });
+  await executeAccountCommand(other.accounts, { type: 'Deposit', customerId: 'chain-1', reference: 'wire-Y', amountWei: 1n });
+  held.release();
+  const outcomes = [await z, await a, await b];
+  t.same(outcomes.slice(0, 2), ['succeeded', 'succeeded'], 'wire-X lands on its retry; wire-Y is a replay of the other process\'s deposit');
+  const folded = (await store.readStream('customer-chain-1')).reduce<{ state: ReturnType<typeof initialAccountState>; lowest: bigint }>(
+    (fold, event) => {
+      const state = evolveAccount(fold.state, parseCustomerAccountEvent(event.type, event.data)!);
+      return { state, lowest: state.status === 'open' && state.availableWei < fold.lowest ? state.availableWei : fold.lowest };
+    },
+    { state: initialAccountState(), lowest: 0n },
+  );
+  t.equal(folded.lowest, 0n, 'available never below zero at any version of the stream');
+  // 100 + 1000 + 1 deposited, 100 reserved elsewhere; the 1,000 reservation holds only if it was
+  // decided again after wire-X landed.
+  t.equal(await available('chain-1'), outcomes[2] === 'succeeded' ? 1n : 1_001n, `the books match the outcomes: ${JSON.stringify(outcomes)}`);
 });

@@ -329,7 +329,7 @@ export function eventStoreContract(t: Test, name: string, makeStore: () => Promi
       t.equal(await store.headPosition(), head);
     });
 
-    t.test('given a stream at version 2, when appending on the event expected last, then only that very event passes', async (t) => {
+    t.test('given a stream at version 2, when appending on the event expected last, then only that very event passes, metadata included', async (t) => {
       const { store } = await given(t);
       const [first, second] = eventsFor(id('last-event'), 2, { amount_wei: '10' });
       await store.append(stream('last-event'), [first!, second!], { expectedVersion: 0n });
@@ -343,9 +343,14 @@ export function eventStoreContract(t: Test, name: string, makeStore: () => Promi
         'the id matches but the event holds other data: another operation reused the id',
       );
       await t.rejects(onTopOf({ ...second!, type: 'Other' }, 'other-type'), VersionConflict, 'or another type');
+      await t.rejects(
+        onTopOf({ ...second!, metadata: { append_id: 'another append' } }, 'other-metadata'),
+        VersionConflict,
+        'or other metadata: an identical copy another append wrote is not the event expected',
+      );
       t.equal(await store.headPosition(), head, 'nothing appended');
-      const appended = await onTopOf({ ...second!, metadata: { ignored: true } }, 'right');
-      t.equal(appended.nextStreamVersion, 3n, 'the same id, type and data pass; metadata is not compared');
+      const appended = await onTopOf(second!, 'right');
+      t.equal(appended.nextStreamVersion, 3n, 'the very event passes');
       await t.rejects(
         store.append(stream('last-event'), eventsFor(id('last-event-any'), 1), { expectedVersion: 'any', expectedLastEvent: second! }),
         TypeError,

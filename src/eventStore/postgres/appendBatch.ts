@@ -25,8 +25,8 @@ export interface BatchRequest {
   streamName: string;
   events: PreparedEvent[];
   expectedVersion: ExpectedVersion;
-  /** The event the stream must end with, its data in canonical form (AppendOptions.expectedLastEvent). */
-  expectedLastEvent?: { eventId: string; type: string; canonicalData: string } | undefined;
+  /** The event the stream must end with, data and metadata in canonical form (AppendOptions.expectedLastEvent). */
+  expectedLastEvent?: { eventId: string; type: string; canonicalData: string; canonicalMetadata: string } | undefined;
 }
 
 /** A queued append: one part, or several that are written together or not at all. */
@@ -205,7 +205,13 @@ function headMatches(request: BatchRequest, head: StreamHead, existing: Map<stri
   if (expected === undefined) return true;
   if (expected.eventId !== head.lastEventId) return false;
   const last = written.get(expected.eventId) ?? existing.get(expected.eventId);
-  return last !== undefined && last.streamName === request.streamName && last.type === expected.type && canonicalJson(last.data) === expected.canonicalData;
+  return (
+    last !== undefined &&
+    last.streamName === request.streamName &&
+    last.type === expected.type &&
+    canonicalJson(last.data) === expected.canonicalData &&
+    canonicalJson(last.metadata) === expected.canonicalMetadata
+  );
 }
 
 /**

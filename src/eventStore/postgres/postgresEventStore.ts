@@ -232,6 +232,12 @@ export class PostgresEventStore implements EventStore {
   }
 }
 
+/** The expected last event as a flush compares it: normalised exactly as a stored event is. */
+function expectedEventOf(expected: Pick<NewEvent, 'eventId' | 'type' | 'data' | 'metadata'>): NonNullable<BatchRequest['expectedLastEvent']> {
+  const prepared = prepareEvent(expected);
+  return { eventId: prepared.eventId, type: prepared.type, canonicalData: canonicalJson(prepared.data), canonicalMetadata: canonicalJson(prepared.metadata) };
+}
+
 /** Checks and normalises an append's parts when it is queued, so a bad one never reaches a flush. */
 function prepareParts(parts: StreamAppend[]): BatchRequest[] {
   if (parts.length === 0) throw new TypeError('append needs at least one stream');
@@ -250,7 +256,7 @@ function prepareParts(parts: StreamAppend[]): BatchRequest[] {
       expectedVersion: part.expectedVersion,
       ...(expected === undefined
         ? {}
-        : { expectedLastEvent: { eventId: expected.eventId, type: expected.type, canonicalData: canonicalJson(prepareEvent({ ...expected }).data) } }),
+        : { expectedLastEvent: expectedEventOf(expected) }),
     };
   });
 }
