@@ -37,6 +37,7 @@ import type { NodeIdentity } from '../receipts/ed25519.ts';
 import type { EventStore } from '../eventStore/port.ts';
 import { requireAdmin, type CustomerCredentialCheck } from './auth.ts';
 import { installErrorHandling } from './plugins/errors.ts';
+import { installJsonBodyParser } from './jsonBody.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { billingRoutes } from './routes/billing.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -121,6 +122,7 @@ export async function buildApp(dependencies: AppDependencies): Promise<FastifyIn
   app.setSerializerCompiler(serializerCompiler);
   // Only JSON bodies are accepted; Fastify's default text/plain parser would let other types in.
   app.removeContentTypeParser('text/plain');
+  installJsonBodyParser(app);
   installErrorHandling(app);
   // One hook for the whole admin surface, whichever plugin registers the route.
   app.addHook('onRequest', async (request) => {
