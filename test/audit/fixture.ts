@@ -10,6 +10,7 @@ import t from 'tap';
 import type { AuditCrypto } from '../../src/audit/auditCrypto.ts';
 import { exportLedger } from '../../src/audit/exportLedger.ts';
 import { formatEventLine } from '../../src/audit/exportFormat.ts';
+import { auditDatabase } from '../../src/audit/databaseSource.ts';
 import { auditFile } from '../../src/audit/fileSource.ts';
 import { LedgerAudit, type AuditReport } from '../../src/audit/ledgerAudit.ts';
 import { nodeAuditCrypto } from '../../src/audit/nodeAuditCrypto.ts';
@@ -116,6 +117,27 @@ export async function exportTo(databaseUrl: string, path: string): Promise<void>
 }
 
 /** A copy of the fixture's database, for one tamper case. */
+/** Audits a copy of the fixture's database after `tamper` has changed it; the fixture stays as it is. */
+export async function auditTamperedCopy(
+  fixture: AuditFixture,
+  tamper: (client: pg.Client) => Promise<unknown>,
+): Promise<{ url: string; report: AuditReport }> {
+  const url = await copyDatabase(fixture);
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await tamper(client);
+  } finally {
+    await client.end();
+  }
+  const pool = createPool({ connectionString: url, max: 1 });
+  try {
+    return { url, report: await auditDatabase(pool, { crypto: nodeAuditCrypto, ledgerPublicKey: ledgerIdentity.publicKeyBase64url }) };
+  } finally {
+    await pool.end();
+  }
+}
+
 export async function copyDatabase(fixture: AuditFixture): Promise<string> {
   const name = `copy_${Math.random().toString(36).slice(2, 10)}`;
   const admin = new pg.Client({ connectionString: fixture.server.adminUrl });

@@ -3,15 +3,13 @@ import { join } from 'node:path';
 import pg from 'pg';
 import t from 'tap';
 import { portableAuditCrypto } from '../../src/audit/auditCrypto.ts';
-import { auditDatabase } from '../../src/audit/databaseSource.ts';
 import type { AuditReport } from '../../src/audit/ledgerAudit.ts';
-import { nodeAuditCrypto } from '../../src/audit/nodeAuditCrypto.ts';
 import { verifyStoredChain } from '../../src/eventStore/postgres/verifyChain.ts';
 import { createPool } from '../../src/db/pool.ts';
 import { generateIdentity } from '../../src/receipts/ed25519.ts';
 import { checkpointSignerFromIdentity, parseCheckpoint, signCheckpoint } from '../../src/transparency/checkpoint.ts';
 import { ledgerIdentity } from '../support/testApp.ts';
-import { auditPath, buildAuditFixture, canary, copyDatabase, firstOfType, readExport, writeRechained } from './fixture.ts';
+import { auditPath, auditTamperedCopy, buildAuditFixture, canary, copyDatabase, firstOfType, readExport, writeRechained } from './fixture.ts';
 import { childEnv } from '../support/childEnv.ts';
 
 /**
@@ -27,20 +25,7 @@ function positions(report: AuditReport, check: string): number[] {
 }
 
 async function auditCopy(tamper: (client: pg.Client) => Promise<unknown>): Promise<AuditReport> {
-  const url = await copyDatabase(fixture);
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await tamper(client);
-  } finally {
-    await client.end();
-  }
-  const pool = createPool({ connectionString: url, max: 1 });
-  try {
-    return await auditDatabase(pool, { crypto: nodeAuditCrypto, ledgerPublicKey: ledgerIdentity.publicKeyBase64url });
-  } finally {
-    await pool.end();
-  }
+  return (await auditTamperedCopy(fixture, tamper)).report;
 }
 
 async function positionOf(type: string, skip = 0): Promise<number> {

@@ -3,13 +3,9 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
 import t from 'tap';
-import { auditDatabase } from '../../src/audit/databaseSource.ts';
-import type { AuditReport } from '../../src/audit/ledgerAudit.ts';
-import { nodeAuditCrypto } from '../../src/audit/nodeAuditCrypto.ts';
-import { createPool } from '../../src/db/pool.ts';
 import { childEnv } from '../support/childEnv.ts';
 import { ledgerIdentity } from '../support/testApp.ts';
-import { buildAuditFixture, copyDatabase } from './fixture.ts';
+import { auditTamperedCopy, buildAuditFixture } from './fixture.ts';
 
 /**
  * `b3iq audit --database` compares the transparency projection (transparency_leaves,
@@ -20,27 +16,7 @@ import { buildAuditFixture, copyDatabase } from './fixture.ts';
 
 const fixture = await buildAuditFixture();
 
-interface Tampered {
-  url: string;
-  report: AuditReport;
-}
-
-async function auditTampered(tamper: (client: pg.Client) => Promise<unknown>): Promise<Tampered> {
-  const url = await copyDatabase(fixture);
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await tamper(client);
-  } finally {
-    await client.end();
-  }
-  const pool = createPool({ connectionString: url, max: 1 });
-  try {
-    return { url, report: await auditDatabase(pool, { crypto: nodeAuditCrypto, ledgerPublicKey: ledgerIdentity.publicKeyBase64url }) };
-  } finally {
-    await pool.end();
-  }
-}
+const auditTampered = (tamper: (client: pg.Client) => Promise<unknown>) => auditTamperedCopy(fixture, tamper);
 
 async function query<Row extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<Row[]> {
   const client = new pg.Client({ connectionString: fixture.databaseUrl });
