@@ -20,6 +20,7 @@ import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { startDevRuntime, type DevRuntime } from '../src/devRuntime/server.ts';
 import { startHostAgent, type StartedHostAgent } from '../src/hostAgent/agent.ts';
+import { exited, hasExited } from './childProcess.ts';
 import { processCpuSeconds } from './gatewayCpu.ts';
 
 export interface GatewayNodeConfig {
@@ -104,21 +105,6 @@ function parseReady(line: string): GatewayNodeReady {
   const { runtimeUrl, agentUrl, nodeId } = value as Record<string, unknown>;
   if (typeof runtimeUrl !== 'string' || typeof agentUrl !== 'string' || typeof nodeId !== 'string') throw new Error(`the node answered ${line}`);
   return { runtimeUrl, agentUrl, nodeId };
-}
-
-function hasExited(child: NodeChild): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
-function exited(child: NodeChild, withinMs: number): Promise<boolean> {
-  if (hasExited(child)) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), withinMs);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
 }
 
 /** Closing stdin asks the node to stop; SIGTERM, then SIGKILL, if it has not within the grace period. */

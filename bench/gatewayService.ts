@@ -17,6 +17,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { exited, hasExited } from './childProcess.ts';
 import { processCpuSeconds } from './gatewayCpu.ts';
 
 export interface ServiceProcessConfig {
@@ -81,21 +82,6 @@ export async function startServiceProcess(config: ServiceProcessConfig): Promise
     await stop();
     throw error;
   }
-}
-
-function hasExited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
-function exited(child: ChildProcess, withinMs: number): Promise<boolean> {
-  if (hasExited(child)) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), withinMs);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
 }
 
 function readLog(logFile: string): string {
