@@ -28,6 +28,7 @@ import { signReceipt } from '../src/receipts/receipt.ts';
 import { checkpointSignerFromIdentity, signCheckpoint } from '../src/transparency/checkpoint.ts';
 import { leafHash, MerkleTree } from '../src/transparency/merkle.ts';
 import { insertChunk } from './rebuildFixture.ts';
+import { mulberry32 } from '../test/support/random.ts';
 
 export interface AuditFixtureOptions {
   /** Accepted receipts to write; a twentieth as many jobs more fail and are released. */
@@ -56,18 +57,6 @@ const failureEvery = 20;
 const leavesPerAppend = 50;
 const checkpointEveryLeaves = 1_000;
 const recordedFrom = Date.UTC(2026, 0, 1);
-
-/** mulberry32: small, fast and seedable, so the same seed always builds the same log. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let value = state;
-    value = Math.imul(value ^ (value >>> 15), value | 1);
-    value ^= value + Math.imul(value ^ (value >>> 7), value | 61);
-    return ((value ^ (value >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 class LogWriter {
   private position = 0n;
@@ -130,7 +119,7 @@ class AuditLogGenerator {
   checkpoints = 0;
 
   constructor(private readonly options: AuditFixtureOptions) {
-    this.random = seededRandom(options.seed);
+    this.random = mulberry32(options.seed);
     // The sequencer's origin names the log by its key; any valid key name would do here.
     this.origin = `b3iq.ledger/${this.ledger.keyId.slice('ed25519:'.length)}`;
     this.signer = checkpointSignerFromIdentity(this.origin, this.ledger);

@@ -19,6 +19,7 @@ import { customerStreamName, type CustomerAccountEvent } from '../src/events/cus
 import { chainHash, genesisHash } from '../src/eventStore/hashChain.ts';
 import type { JsonObject, StoredEvent } from '../src/eventStore/port.ts';
 import { customerAccountSpec } from '../src/commands/customerAccount.ts';
+import { mulberry32 } from '../test/support/random.ts';
 
 export interface FixtureOptions {
   events: number;
@@ -42,18 +43,6 @@ const nodeCount = 20;
 const nodeShareBps = 8_500;
 const maxOpenReservations = 4;
 const recordedFrom = Date.UTC(2026, 0, 1);
-
-/** mulberry32: small, fast and seedable, so the same seed always builds the same log. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let value = state;
-    value = Math.imul(value ^ (value >>> 15), value | 1);
-    value ^= value + Math.imul(value ^ (value >>> 7), value | 61);
-    return ((value ^ (value >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 interface Customer {
   id: string;
@@ -101,7 +90,7 @@ class LogGenerator {
   ledgerEntries = 0;
 
   constructor(readonly options: FixtureOptions) {
-    this.random = seededRandom(options.seed);
+    this.random = mulberry32(options.seed);
     const perCustomer = Math.floor(options.events / options.customers);
     this.all = Array.from({ length: options.customers }, (_, index) => {
       const id = `cus_${index.toString().padStart(6, '0')}`;

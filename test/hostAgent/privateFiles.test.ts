@@ -3,26 +3,15 @@ import { join } from 'node:path';
 import t from 'tap';
 import { JsonLinesFile, readLastLines, scanLines, writePrivateFileAtomically } from '../../src/hostAgent/privateFiles.ts';
 import { temporaryDataDir } from './fixtures/agentHarness.ts';
+import { mulberry32 } from '../support/random.ts';
 
 /** The agent's small files: tail reads across chunk boundaries, torn lines, appends, modes. */
-
-/** A small seeded generator (mulberry32), so a failure can be replayed from the printed seed. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let value = state;
-    value = Math.imul(value ^ (value >>> 15), value | 1);
-    value ^= value + Math.imul(value ^ (value >>> 7), value | 61);
-    return ((value ^ (value >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 t.test('readLastLines equals the tail of a plain split, whatever the line sizes (64 KiB chunks)', async (t) => {
   const dataDir = await temporaryDataDir(t);
   const seed = Number(process.env['SEED'] ?? Date.now() % 1_000_000);
   t.comment(`seed ${seed}`);
-  const random = seeded(seed);
+  const random = mulberry32(seed);
   const lines = Array.from({ length: 40 }, (_, index) => `${index}:${'x'.repeat(Math.floor(random() ** 3 * 150_000))}`);
   const path = join(dataDir, 'lines.jsonl');
   await writeFile(path, `${lines.join('\n')}\n`);
