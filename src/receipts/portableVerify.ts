@@ -2,11 +2,12 @@ import * as ed from '@noble/ed25519';
 import { sha256, sha512 } from '@noble/hashes/sha2.js';
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js';
 import canonicalize from 'canonicalize';
+import { decodeBase64url, keyIdPattern, publicKeyPattern, sha256HexPattern, signaturePattern, weiPattern } from '../audit/encoding.ts';
 import type { Receipt, ReceiptVerification, ReceiptVerificationFailureCode } from './receipt.ts';
 
 /**
- * The receipt verifier for offline audits and, later, the browser: @noble/ed25519, @noble/hashes
- * and canonicalize only — no node:crypto, no Buffer, no zod, and no values from other src files.
+ * The receipt verifier for offline audits and, later, the browser: @noble/ed25519, @noble/hashes,
+ * canonicalize and the audit's portable encodings only — no node:crypto, no Buffer, no zod.
  * It repeats the rules of receipt.ts by hand; test/receipts/receipt.test.ts checks on random and
  * tampered receipts that both verifiers return the same result.
  */
@@ -17,13 +18,7 @@ ed.hashes.sha512 = sha512;
 const receiptVersion = 'b3iq-receipt-v1';
 const maxReceiptCanonicalLength = 16_384;
 const identifierPattern = /^(?!.*:\/\/)[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$/;
-const sha256HexPattern = /^[0-9a-f]{64}$/;
 const timestampPattern = /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$/;
-const publicKeyPattern = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
-const signaturePattern = /^[A-Za-z0-9_-]{85}[AQgw]$/;
-const keyIdPattern = /^ed25519:[0-9a-f]{16}$/;
-const weiPattern = /^(0|[1-9][0-9]{0,77})$/;
-const base64urlAlphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
 const envelopeKeys = ['node_key_id', 'node_public_key', 'receipt_canonical', 'receipt_hash', 'signature_ed25519'];
 const receiptKeys = [
@@ -39,25 +34,6 @@ type JsonObject = Record<string, unknown>;
 
 function failure(code: ReceiptVerificationFailureCode, detail: string): Failure {
   return { ok: false, code, detail };
-}
-
-/** Decodes base64url whose form the caller has already checked against a canonical pattern. */
-function decodeBase64url(text: string): Uint8Array {
-  const bytes = new Uint8Array(Math.floor((text.length * 6) / 8));
-  let buffer = 0;
-  let bits = 0;
-  let written = 0;
-  for (const character of text) {
-    const value = base64urlAlphabet.indexOf(character);
-    if (value < 0) throw new TypeError('not base64url');
-    buffer = ((buffer << 6) | value) & 0xffff;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      bytes[written++] = (buffer >> bits) & 0xff;
-    }
-  }
-  return bytes;
 }
 
 function isObject(value: unknown): value is JsonObject {

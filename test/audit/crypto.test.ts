@@ -169,3 +169,15 @@ t.test('the audit core is portable: no node:*, no Buffer, only @noble, canonical
     t.notMatch(code, /\bBuffer\b|\bprocess\.|require\(/, `${file}.ts uses no Buffer or process`);
   }
 });
+
+t.test('the portable receipt verifier imports only @noble, canonicalize, the audit\'s encodings and types', async (t) => {
+  const source = await readFile(new URL('../../src/receipts/portableVerify.ts', import.meta.url), 'utf8');
+  const imports = [...source.matchAll(/^import (type )?.* from '([^']+)';$/gm)].map((match) => ({ typeOnly: match[1] !== undefined, path: match[2]! }));
+  t.ok(imports.length >= 4, 'its imports were found');
+  for (const { typeOnly, path } of imports) {
+    if (typeOnly) continue;
+    t.match(path, /^(@noble\/(ed25519|hashes\/[a-z0-9]+\.js)|canonicalize|\.\.\/audit\/encoding\.ts)$/, `portableVerify.ts imports ${path}`);
+  }
+  const code = source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/.*$/gm, '');
+  t.notMatch(code, /\bBuffer\b|\bprocess\.|require\(/, 'and uses no Buffer or process');
+});
