@@ -1,7 +1,4 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { allProjections } from '../../projections/index.ts';
@@ -9,8 +6,6 @@ import { ProjectionRunner } from '../../projections/runner.ts';
 import { createAppDependencies } from '../../src/composition.ts';
 import { hashSecret } from '../../src/credentials/secrets.ts';
 import { openLedgerDatabase, type LedgerDatabase } from '../../src/db/ledgerDatabase.ts';
-import { startDevRuntime, type DevRuntime } from '../../src/devRuntime/server.ts';
-import { startHostAgent, type StartedHostAgent } from '../../src/hostAgent/agent.ts';
 import { buildReceipt } from '../../src/hostAgent/receipts.ts';
 import { buildApp, defaultSettings, type AppSettings } from '../../src/http/app.ts';
 import { createPrivateJobServices, type PrivateJobServices, type PrivateJobSettings } from '../../src/privateJobs/environment.ts';
@@ -19,12 +14,13 @@ import { generateX25519SecretKey, sealRequest, x25519PublicKey, type Envelope } 
 import { generateIdentity } from '../../src/receipts/ed25519.ts';
 import type { Receipt } from '../../src/receipts/receipt.ts';
 import { signDocument } from '../../src/receipts/signedDocument.ts';
+import { devModel, startScriptedNode, type TestNode } from '../support/network.ts';
 import { enrollNode, heartbeatBody, profile, type EnrolledNode } from '../support/nodeClient.ts';
 import type { TestPostgres } from '../support/postgres.ts';
 
 /** The private-job harness: a real ledger with private job settings of the test's choosing, real nodes, helpers. */
 
-export const devModel = 'b3iq-dev-small';
+export { devModel } from '../support/network.ts';
 export const adminToken = 'b3iq_admin_private-jobs-test-token';
 export const ledgerIdentity = generateIdentity();
 
@@ -88,36 +84,11 @@ export async function startPrivateLedger(
   };
 }
 
-export interface PrivateNode {
-  runtime: DevRuntime;
-  agent: StartedHostAgent;
-  nodeId: string;
-  close(): Promise<void>;
-}
+export type PrivateNode = TestNode & { close(): Promise<void> };
 
 /** A real host agent (with its private job worker) in front of the scripted runtime, enrolled with the ledger. */
-export async function startPrivateNode(ledger: PrivateLedger, options: { logs?: Capture } = {}): Promise<PrivateNode> {
-  const runtime = await startDevRuntime({ models: [devModel], completionTokens: 12 });
-  const dataDir = await mkdtemp(join(tmpdir(), 'b3iq-private-node-'));
-  const agent = await startHostAgent({
-    runtimeUrl: runtime.url,
-    runtimeKind: 'openai',
-    dataDir,
-    controlPlaneUrl: ledger.url,
-    port: 0,
-    heartbeatIntervalMs: 1_000,
-    ...(options.logs === undefined ? {} : { logger: { level: 'trace', stream: options.logs } }),
-  });
-  return {
-    runtime,
-    agent,
-    nodeId: agent.nodeId,
-    async close() {
-      await agent.close();
-      await runtime.close();
-      await rm(dataDir, { recursive: true, force: true });
-    },
-  };
+export function startPrivateNode(ledger: PrivateLedger, options: { logs?: Capture } = {}): Promise<PrivateNode> {
+  return startScriptedNode(ledger.url, options);
 }
 
 export interface Customer {

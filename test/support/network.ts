@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Writable } from 'node:stream';
 import { startDevRuntime, type DevRuntime } from '../../src/devRuntime/server.ts';
 import { startHostAgent, type StartedHostAgent } from '../../src/hostAgent/agent.ts';
 import type { TestLedger } from './testApp.ts';
@@ -14,11 +15,11 @@ export interface TestNode {
   nodeId: string;
 }
 
-/**
- * A GPU node as it runs in production, on loopback: a scripted runtime behind a real host agent that
- * enrolls with the control plane and heartbeats, plus observed benchmark evidence from the admin.
- */
-export async function startTestNode(ledger: TestLedger, controlPlaneUrl: string, options: { tokensPerSecond: number }): Promise<TestNode & { close(): Promise<void> }> {
+/** A scripted runtime behind a real host agent that enrolls with the control plane and heartbeats. */
+export async function startScriptedNode(
+  controlPlaneUrl: string,
+  options: { logs?: Writable } = {},
+): Promise<TestNode & { close(): Promise<void> }> {
   const runtime = await startDevRuntime({ models: [devModel], completionTokens: 12 });
   const dataDir = await mkdtemp(join(tmpdir(), 'b3iq-node-'));
   const agent = await startHostAgent({
@@ -28,14 +29,8 @@ export async function startTestNode(ledger: TestLedger, controlPlaneUrl: string,
     controlPlaneUrl,
     port: 0,
     heartbeatIntervalMs: 1_000,
+    ...(options.logs === undefined ? {} : { logger: { level: 'trace', stream: options.logs } }),
   });
-  const response = await ledger.app.inject({
-    method: 'POST',
-    url: `/v1/admin/nodes/${agent.nodeId}/benchmarks`,
-    headers: { 'x-b3iq-admin-token': ledger.adminToken },
-    payload: { model_id: devModel, observed_at: new Date().toISOString(), tokens_per_second: options.tokensPerSecond, ttft_ms: 20 },
-  });
-  if (response.statusCode !== 201) throw new Error(`benchmark failed: ${response.body}`);
   return {
     runtime,
     agent,
@@ -46,6 +41,26 @@ export async function startTestNode(ledger: TestLedger, controlPlaneUrl: string,
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A GPU node as it runs in production, on loopback: a scripted node (above) plus observed benchmark
+ * evidence from the admin, so the router may send it paid traffic.
+ */
+export async function startTestNode(ledger: TestLedger, controlPlaneUrl: string, options: { tokensPerSecond: number }): Promise<TestNode & { close(): Promise<void> }> {
+  const node = await startScriptedNode(controlPlaneUrl);
+  const { agent } = node;
+  const response = await ledger.app.inject({
+    method: 'POST',
+    url: `/v1/admin/nodes/${agent.nodeId}/benchmarks`,
+    headers: { 'x-b3iq-admin-token': ledger.adminToken },
+    payload: { model_id: devModel, observed_at: new Date().toISOString(), tokens_per_second: options.tokensPerSecond, ttft_ms: 20 },
+  });
+  if (response.statusCode !== 201) {
+    await node.close();
+    throw new Error(`benchmark failed: ${response.body}`);
+  }
+  return node;
 }
 
 export async function fundedCustomerWithKey(
